@@ -1,0 +1,67 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Headers carried by invoke responses, from agent to scheduler to client.
+// The body is the function's raw response (or its error JSON).
+const (
+	HeaderRequestID     = "Amber-Request-Id"
+	HeaderFunction      = "Amber-Function"
+	HeaderVersion       = "Amber-Function-Version"
+	HeaderAgent         = "Amber-Agent"
+	HeaderInstance      = "Amber-Instance"
+	HeaderStartKind     = "Amber-Start-Kind"
+	HeaderInitMicros    = "Amber-Init-Duration-Us"
+	HeaderDurationUs    = "Amber-Duration-Us"
+	HeaderBilledMs      = "Amber-Billed-Ms"
+	HeaderMemoryMB      = "Amber-Memory-Mb"
+	HeaderFunctionError = "Amber-Function-Error" // "Unhandled" when Payload is a FunctionError
+)
+
+// WriteHeaders sets the result's metadata on h.
+func (r *InvokeResult) WriteHeaders(h http.Header) {
+	h.Set(HeaderRequestID, r.RequestID)
+	h.Set(HeaderFunction, r.Function)
+	h.Set(HeaderVersion, strconv.Itoa(r.Version))
+	h.Set(HeaderAgent, r.Agent)
+	h.Set(HeaderInstance, r.Instance)
+	h.Set(HeaderStartKind, string(r.StartKind))
+	h.Set(HeaderInitMicros, strconv.FormatInt(r.InitDuration.Microseconds(), 10))
+	h.Set(HeaderDurationUs, strconv.FormatInt(r.Duration.Microseconds(), 10))
+	h.Set(HeaderBilledMs, strconv.FormatInt(r.BilledMs, 10))
+	h.Set(HeaderMemoryMB, strconv.Itoa(r.MemoryMB))
+	if r.FunctionError != "" {
+		h.Set(HeaderFunctionError, r.FunctionError)
+	}
+}
+
+// ReadInvokeHeaders fills an InvokeResult from response headers and body.
+func ReadInvokeHeaders(h http.Header, body []byte) *InvokeResult {
+	num := func(k string) int64 { n, _ := strconv.ParseInt(h.Get(k), 10, 64); return n }
+	return &InvokeResult{
+		RequestID:     h.Get(HeaderRequestID),
+		Function:      h.Get(HeaderFunction),
+		Version:       int(num(HeaderVersion)),
+		Agent:         h.Get(HeaderAgent),
+		Instance:      h.Get(HeaderInstance),
+		StartKind:     StartKind(h.Get(HeaderStartKind)),
+		InitDuration:  time.Duration(num(HeaderInitMicros)) * time.Microsecond,
+		Duration:      time.Duration(num(HeaderDurationUs)) * time.Microsecond,
+		BilledMs:      num(HeaderBilledMs),
+		MemoryMB:      int(num(HeaderMemoryMB)),
+		FunctionError: h.Get(HeaderFunctionError),
+		Payload:       body,
+	}
+}
+
+// WriteJSON writes v as JSON with the given status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,201 @@
+// Package api holds amber's wire types, the agent–init framing and the Go
+// clients shared by the scheduler, the agent, the console and amber-init.
+// It is the one source of truth for the JSON on the wire and imports the
+// standard library only, because amber-init links it.
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// StartKind says how the instance that served an invocation came to be.
+type StartKind string
+
+const (
+	StartWarm    StartKind = "warm"    // an idle instance was waiting
+	StartRestore StartKind = "restore" // restored from a snapshot
+	StartCold    StartKind = "cold"    // created and initialised
+)
+
+// InstanceState is the lifecycle state of one function instance.
+type InstanceState string
+
+const (
+	StateCreating     InstanceState = "creating"
+	StateInitializing InstanceState = "initializing"
+	StateIdle         InstanceState = "idle"
+	StateBusy         InstanceState = "busy"
+	StateDraining     InstanceState = "draining"
+	StateGone         InstanceState = "gone"
+	StateInitFailed   InstanceState = "init-failed"
+)
+
+// AgentState is the scheduler's view of an agent's health.
+type AgentState string
+
+const (
+	AgentReady   AgentState = "ready"
+	AgentSuspect AgentState = "suspect"
+	AgentGone    AgentState = "gone"
+)
+
+// Duration is a time.Duration that travels as a Go duration string ("30s").
+type Duration time.Duration
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalJSON writes the duration as a string such as "3s".
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON accepts a duration string ("3s") or a number of nanoseconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("duration %q: %w", s, err)
+		}
+		*d = Duration(v)
+		return nil
+	}
+	var n int64
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("duration: want a string like \"30s\", got %s", b)
+	}
+	*d = Duration(n)
+	return nil
+}
+
+// FunctionSpec is what an operator deploys.
+type FunctionSpec struct {
+	Name     string            `json:"name"`
+	Image    string            `json:"image"` // digest of the image archive in the scheduler's store, "sha256:<hex>"
+	MemoryMB int               `json:"memory_mb"`
+	Timeout  Duration          `json:"timeout"`
+	Env      map[string]string `json:"env,omitempty"`
+}
+
+// Function is one deployed version of a function as the registry keeps it.
+type Function struct {
+	FunctionSpec
+	Version   int       `json:"version"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// FunctionStats are the scheduler's running counters for a function.
+type FunctionStats struct {
+	Invocations   int64     `json:"invocations"`
+	Errors        int64     `json:"errors"`
+	ColdStarts    int64     `json:"cold_starts"`
+	WarmStarts    int64     `json:"warm_starts"`
+	LastStartKind StartKind `json:"last_start_kind,omitempty"`
+	LastInvokedAt time.Time `json:"last_invoked_at,omitzero"`
+}
+
+// FunctionStatus is a function with its live instances and counters, as
+// listed by `amber ls` and shown by the console.
+type FunctionStatus struct {
+	Function
+	Instances []Instance    `json:"instances"`
+	Stats     FunctionStats `json:"stats"`
+}
+
+// Instance is one running function instance on an agent.
+type Instance struct {
+	ID          string        `json:"id"`
+	Function    string        `json:"function"`
+	Version     int           `json:"version"`
+	Agent       string        `json:"agent"`
+	State       InstanceState `json:"state"`
+	StartKind   StartKind     `json:"start_kind"`
+	CreatedAt   time.Time     `json:"created_at"`
+	LastUsedAt  time.Time     `json:"last_used_at,omitzero"`
+	Invocations int64         `json:"invocations"`
+	MemoryMB    int           `json:"memory_mb"`
+	Error       string        `json:"error,omitempty"`
+}
+
+// NodeStats are an agent's host figures, read with gopsutil.
+type NodeStats struct {
+	CPUPercent    float64 `json:"cpu_percent"`
+	MemUsedBytes  uint64  `json:"mem_used_bytes"`
+	MemTotalBytes uint64  `json:"mem_total_bytes"`
+	Load1         float64 `json:"load1"`
+}
+
+// Heartbeat is what an agent sends the scheduler every interval. The first
+// one registers the agent.
+type Heartbeat struct {
+	Name       string     `json:"name"`
+	URL        string     `json:"url"` // where the scheduler reaches the agent's API
+	CapacityMB int        `json:"capacity_mb"`
+	Stats      NodeStats  `json:"stats"`
+	Instances  []Instance `json:"instances"`
+}
+
+// AgentStatus is the scheduler's view of one agent.
+type AgentStatus struct {
+	Heartbeat
+	State      AgentState `json:"state"`
+	LastSeen   time.Time  `json:"last_seen"`
+	ReservedMB int        `json:"reserved_mb"` // memory held by invocations in flight and instances
+}
+
+// ClusterState is the whole picture the console draws.
+type ClusterState struct {
+	Time      time.Time        `json:"time"`
+	Agents    []AgentStatus    `json:"agents"`
+	Functions []FunctionStatus `json:"functions"`
+}
+
+// FunctionError is the Lambda error shape a runtime reports, and the shape
+// amber uses for platform-made errors an invoker should see (timeouts,
+// init failures, runtime exits).
+type FunctionError struct {
+	ErrorMessage string   `json:"errorMessage"`
+	ErrorType    string   `json:"errorType"`
+	StackTrace   []string `json:"stackTrace,omitempty"`
+}
+
+func (e *FunctionError) Error() string { return e.ErrorType + ": " + e.ErrorMessage }
+
+// InvokeResult describes one finished invocation. Its Payload is the
+// function's response, or the FunctionError JSON when FunctionError is set.
+type InvokeResult struct {
+	RequestID     string
+	Function      string
+	Version       int
+	Agent         string
+	Instance      string
+	StartKind     StartKind
+	InitDuration  time.Duration // cold start: until the runtime's first /next
+	Duration      time.Duration // the invocation itself
+	BilledMs      int64         // Duration rounded up to whole milliseconds
+	MemoryMB      int
+	FunctionError string // "" on success, else "Unhandled" (the Lambda header value)
+	Payload       []byte
+}
+
+// BilledMillis rounds a duration up to whole milliseconds (at least 1).
+func BilledMillis(d time.Duration) int64 {
+	ms := int64((d + time.Millisecond - 1) / time.Millisecond)
+	if ms < 1 {
+		ms = 1
+	}
+	return ms
+}
+
+// ErrorBody is the JSON every API error carries.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail names the problem: Code is stable for scripts, Message is
+// for people, Field names the offending input field when there is one.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+}
