@@ -1,0 +1,355 @@
+// Package agent is amber's node agent: it runs function instances as
+// containerd tasks, keeps them warm between invocations, and reports its
+// capacity, node figures and instances to the scheduler.
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/amberfn/amber/api"
+)
+
+// Registry is what the agent needs from the scheduler.
+type Registry interface {
+	ImageSource
+	FunctionVersion(ctx context.Context, name string, version int) (*api.Function, error)
+	Heartbeat(ctx context.Context, hb api.Heartbeat) error
+}
+
+// Agent runs function instances and serves invocations.
+type Agent struct {
+	name       string
+	url        string
+	token      string
+	capacityMB int
+	keepAlive  time.Duration
+	interval   time.Duration
+	reg        Registry
+	launch     launcher
+	log        *slog.Logger
+	stats      func() api.NodeStats
+	kick       chan struct{}
+
+	mu    sync.Mutex
+	fns   map[fnKey]*api.Function
+	idle  map[fnKey][]*instance // most recently used last
+	all   map[string]*instance
+	busy  int
+	close bool
+}
+
+type fnKey struct {
+	name    string
+	version int
+}
+
+// Option configures an Agent.
+type Option func(*Agent)
+
+// WithName sets the agent's name (default "agent").
+func WithName(n string) Option { return func(a *Agent) { a.name = n } }
+
+// WithAdvertiseURL sets the URL the scheduler uses to reach this agent.
+func WithAdvertiseURL(u string) Option { return func(a *Agent) { a.url = u } }
+
+// WithToken sets the bearer token the agent's API requires.
+func WithToken(t string) Option { return func(a *Agent) { a.token = t } }
+
+// WithCapacityMB sets how much memory instances may use on this node.
+func WithCapacityMB(mb int) Option { return func(a *Agent) { a.capacityMB = mb } }
+
+// WithKeepAlive sets how long an idle instance lives (default 10 minutes).
+func WithKeepAlive(d time.Duration) Option { return func(a *Agent) { a.keepAlive = d } }
+
+// WithHeartbeatInterval sets how often the agent reports (default 1 s).
+func WithHeartbeatInterval(d time.Duration) Option { return func(a *Agent) { a.interval = d } }
+
+// WithLogger sets the logger.
+func WithLogger(l *slog.Logger) Option { return func(a *Agent) { a.log = l } }
+
+// withLauncher replaces the containerd launcher (unit tests only).
+func withLauncher(l launcher) Option { return func(a *Agent) { a.launch = l } }
+
+// WithLauncher runs instances through containerd.
+func WithLauncher(c *Containerd) Option { return func(a *Agent) { a.launch = c } }
+
+// New returns an agent that gets functions and images from reg.
+func New(reg Registry, opts ...Option) (*Agent, error) {
+	a := &Agent{
+		name: "agent", capacityMB: 4096, keepAlive: 10 * time.Minute, interval: time.Second,
+		reg: reg, log: slog.Default(), stats: nodeStats, kick: make(chan struct{}, 1),
+		fns: map[fnKey]*api.Function{}, idle: map[fnKey][]*instance{}, all: map[string]*instance{},
+	}
+	for _, o := range opts {
+		o(a)
+	}
+	if err := api.ValidateName("agent name", a.name); err != nil {
+		return nil, err
+	}
+	if a.launch == nil {
+		return nil, errors.New("agent: no launcher configured")
+	}
+	a.log = a.log.With("agent", a.name)
+	return a, nil
+}
+
+// Name is the agent's name.
+func (a *Agent) Name() string { return a.name }
+
+// Run sends heartbeats and retires expired idle instances until ctx ends,
+// then stops every instance.
+func (a *Agent) Run(ctx context.Context) error {
+	t := time.NewTicker(a.interval)
+	defer t.Stop()
+	for {
+		a.heartbeat(ctx)
+		a.reap(time.Now())
+		select {
+		case <-ctx.Done():
+			a.Shutdown(context.WithoutCancel(ctx))
+			return nil
+		case <-t.C:
+		case <-a.kick:
+		}
+	}
+}
+
+func (a *Agent) heartbeat(ctx context.Context) {
+	hb := api.Heartbeat{Name: a.name, URL: a.url, CapacityMB: a.capacityMB, Stats: a.stats(), Instances: a.Instances()}
+	hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := a.reg.Heartbeat(hctx, hb); err != nil && ctx.Err() == nil {
+		a.log.Warn("heartbeat failed", "err", err)
+	}
+}
+
+// notify asks for an early heartbeat after a change of instance state.
+func (a *Agent) notify() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Instances lists every instance, sorted by function and id.
+func (a *Agent) Instances() []api.Instance {
+	a.mu.Lock()
+	list := make([]*instance, 0, len(a.all))
+	for _, in := range a.all {
+		list = append(list, in)
+	}
+	a.mu.Unlock()
+	out := make([]api.Instance, 0, len(list))
+	for _, in := range list {
+		out = append(out, in.snapshot(a.name))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Function != out[j].Function {
+			return out[i].Function < out[j].Function
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+func (a *Agent) function(ctx context.Context, name string, version int) (*api.Function, error) {
+	k := fnKey{name, version}
+	a.mu.Lock()
+	fn := a.fns[k]
+	a.mu.Unlock()
+	if fn != nil {
+		return fn, nil
+	}
+	fn, err := a.reg.FunctionVersion(ctx, name, version)
+	if err != nil {
+		return nil, fmt.Errorf("function %s version %d: %w", name, version, err)
+	}
+	a.mu.Lock()
+	a.fns[k] = fn
+	a.mu.Unlock()
+	return fn, nil
+}
+
+// acquire takes the most recently used idle instance of the version, and
+// retires idle instances of older versions of the function.
+func (a *Agent) acquire(k fnKey) *instance {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var stale []*instance
+	for other, list := range a.idle {
+		if other.name == k.name && other.version != k.version {
+			stale = append(stale, list...)
+			delete(a.idle, other)
+		}
+	}
+	for _, in := range stale {
+		delete(a.all, in.id)
+		go in.close(context.Background())
+	}
+	list := a.idle[k]
+	if len(list) == 0 {
+		return nil
+	}
+	in := list[len(list)-1]
+	a.idle[k] = list[:len(list)-1]
+	a.busy++
+	return in
+}
+
+func (a *Agent) release(k fnKey, in *instance, healthy bool) {
+	a.mu.Lock()
+	a.busy--
+	if healthy && !a.close {
+		in.kind = api.StartWarm
+		a.idle[k] = append(a.idle[k], in)
+		a.mu.Unlock()
+		a.notify()
+		return
+	}
+	delete(a.all, in.id)
+	a.mu.Unlock()
+	go in.close(context.Background())
+	a.notify()
+}
+
+func newID(prefix string) string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return prefix + "-" + hex.EncodeToString(b)
+}
+
+// Invoke runs one invocation of name at version, warm when an idle
+// instance waits and cold otherwise. Function errors, timeouts and runtime
+// exits come back as a result with FunctionError set; a returned error is
+// a platform failure.
+func (a *Agent) Invoke(ctx context.Context, name string, version int, reqID string, payload []byte) (*api.InvokeResult, error) {
+	if reqID == "" {
+		reqID = newID("req")
+	}
+	fn, err := a.function(ctx, name, version)
+	if err != nil {
+		return nil, err
+	}
+	res := &api.InvokeResult{RequestID: reqID, Function: name, Version: version, Agent: a.name, MemoryMB: fn.MemoryMB}
+	k := fnKey{name, version}
+	in := a.acquire(k)
+	if in != nil {
+		res.StartKind = api.StartWarm
+	} else {
+		a.mu.Lock()
+		if a.close {
+			a.mu.Unlock()
+			return nil, fmt.Errorf("agent %s is shutting down: %w", a.name, api.ErrUnavailable)
+		}
+		a.busy++
+		a.mu.Unlock()
+		id := newID(name)
+		started := time.Now()
+		in, err = startInstance(ctx, a.launch, id, fn, a.log)
+		if err != nil {
+			a.mu.Lock()
+			a.busy--
+			a.mu.Unlock()
+			var fe *api.FunctionError
+			if errors.As(err, &fe) {
+				a.log.Warn("init failed", "function", name, "request_id", reqID, "error_type", fe.ErrorType)
+				res.StartKind = api.StartCold
+				res.InitDuration = time.Since(started)
+				return a.failed(res, fe), nil
+			}
+			return nil, err
+		}
+		a.mu.Lock()
+		a.all[in.id] = in
+		a.mu.Unlock()
+		a.notify()
+		res.StartKind = api.StartCold
+		res.InitDuration = in.initTime
+	}
+	res.Instance = in.id
+	start := time.Now()
+	out, err := in.invoke(ctx, reqID, payload, time.Duration(fn.Timeout))
+	res.Duration = time.Since(start)
+	res.BilledMs = api.BilledMillis(res.Duration)
+	a.release(k, in, err == nil)
+	switch {
+	case err == nil && out.kind == api.FrameError:
+		res.FunctionError = "Unhandled"
+		res.Payload = out.body
+	case err == nil:
+		res.Payload = out.body
+	case errors.Is(err, errTimedOut):
+		t := time.Duration(fn.Timeout).Seconds()
+		return a.failed(res, &api.FunctionError{ErrorType: "Sandbox.Timedout",
+			ErrorMessage: fmt.Sprintf("Task timed out after %.2f seconds", t)}), nil
+	case errors.Is(err, errInstanceDead):
+		return a.failed(res, &api.FunctionError{ErrorType: "Runtime.ExitError", ErrorMessage: err.Error()}), nil
+	default:
+		return nil, fmt.Errorf("invoke %s (request %s): %w", name, reqID, err)
+	}
+	a.log.Debug("invoked", "function", name, "request_id", reqID, "start", res.StartKind, "duration", res.Duration)
+	return res, nil
+}
+
+func (a *Agent) failed(res *api.InvokeResult, fe *api.FunctionError) *api.InvokeResult {
+	res.FunctionError = "Unhandled"
+	res.Payload = mustJSON(fe)
+	if res.BilledMs == 0 {
+		res.BilledMs = api.BilledMillis(res.Duration)
+	}
+	return res
+}
+
+// reap retires idle instances unused for longer than the keep-alive.
+func (a *Agent) reap(now time.Time) {
+	a.mu.Lock()
+	var old []*instance
+	for k, list := range a.idle {
+		keep := list[:0]
+		for _, in := range list {
+			in.mu.Lock()
+			expired := now.Sub(in.lastUsed) > a.keepAlive
+			in.mu.Unlock()
+			if expired {
+				old = append(old, in)
+				delete(a.all, in.id)
+			} else {
+				keep = append(keep, in)
+			}
+		}
+		a.idle[k] = keep
+	}
+	a.mu.Unlock()
+	for _, in := range old {
+		a.log.Info("keep-alive expired", "instance", in.id)
+		in.close(context.Background())
+	}
+}
+
+// Shutdown stops every instance and refuses new invocations.
+func (a *Agent) Shutdown(ctx context.Context) {
+	a.mu.Lock()
+	a.close = true
+	list := make([]*instance, 0, len(a.all))
+	for _, in := range a.all {
+		list = append(list, in)
+	}
+	a.all = map[string]*instance{}
+	a.idle = map[fnKey][]*instance{}
+	a.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, in := range list {
+		wg.Add(1)
+		go func() { defer wg.Done(); in.close(ctx) }()
+	}
+	wg.Wait()
+}
+

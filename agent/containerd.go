@@ -1,0 +1,391 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/containers"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/oci"
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/amberfn/amber/api"
+)
+
+// Labels amber puts on every container so a restarted agent can find what
+// it left behind.
+const (
+	LabelFunction = "amber.function"
+	LabelVersion  = "amber.version"
+	LabelAgent    = "amber.agent"
+
+	// Namespace is the containerd namespace amber works in.
+	Namespace = "amber"
+	// initPath is where amber-init is bind-mounted inside an instance.
+	initPath    = "/.amber-init"
+	snapshotter = "overlayfs"
+)
+
+// ImageSource fetches an image archive by digest (the scheduler's store).
+type ImageSource interface {
+	FetchImage(ctx context.Context, digest string) (io.ReadCloser, error)
+}
+
+// Containerd launches instances as containerd containers and tasks.
+type Containerd struct {
+	client   *containerd.Client
+	agent    string
+	initBin  string
+	stateDir string
+	images   ImageSource
+	log      *slog.Logger
+
+	mu    sync.Mutex
+	pulls map[string]*imagePull
+}
+
+type imagePull struct {
+	done chan struct{}
+	img  containerd.Image
+	err  error
+}
+
+// NewContainerd connects to the containerd socket at address.
+func NewContainerd(address, agentName, initBin, stateDir string, images ImageSource, log *slog.Logger) (*Containerd, error) {
+	if _, err := os.Stat(initBin); err != nil {
+		return nil, fmt.Errorf("amber-init binary: %w", err)
+	}
+	client, err := containerd.New(address, containerd.WithDefaultNamespace(Namespace), containerd.WithTimeout(10*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("connect to containerd at %s: %w", address, err)
+	}
+	if err := os.MkdirAll(filepath.Join(stateDir, "netns"), 0o700); err != nil {
+		client.Close()
+		return nil, err
+	}
+	return &Containerd{client: client, agent: agentName, initBin: initBin, stateDir: stateDir,
+		images: images, log: log, pulls: map[string]*imagePull{}}, nil
+}
+
+// Close closes the client connection.
+func (c *Containerd) Close() error { return c.client.Close() }
+
+func (c *Containerd) ctx(ctx context.Context) context.Context {
+	return namespaces.WithNamespace(ctx, Namespace)
+}
+
+func imageName(digest string) string { return "amber.local/fn@" + digest }
+
+// ensureImage makes the archive with the given digest available as an
+// unpacked image, fetching and importing it once however many callers ask.
+func (c *Containerd) ensureImage(ctx context.Context, dgst string) (containerd.Image, error) {
+	c.mu.Lock()
+	p, ok := c.pulls[dgst]
+	if ok {
+		c.mu.Unlock()
+		select {
+		case <-p.done:
+			if p.err == nil {
+				return p.img, nil
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		c.mu.Lock()
+		if c.pulls[dgst] == p {
+			delete(c.pulls, dgst)
+		}
+		c.mu.Unlock()
+		return c.ensureImage(ctx, dgst)
+	}
+	p = &imagePull{done: make(chan struct{})}
+	c.pulls[dgst] = p
+	c.mu.Unlock()
+	p.img, p.err = c.importImage(ctx, dgst)
+	close(p.done)
+	return p.img, p.err
+}
+
+func (c *Containerd) importImage(ctx context.Context, dgst string) (containerd.Image, error) {
+	ctx = c.ctx(ctx)
+	name := imageName(dgst)
+	if img, err := c.client.GetImage(ctx, name); err == nil {
+		if ok, _ := img.IsUnpacked(ctx, snapshotter); ok {
+			return img, nil
+		}
+		return img, img.Unpack(ctx, snapshotter)
+	}
+	start := time.Now()
+	rc, err := c.images.FetchImage(ctx, dgst)
+	if err != nil {
+		return nil, fmt.Errorf("fetch image %s: %w", dgst, err)
+	}
+	defer rc.Close()
+	h := sha256.New()
+	ref := func(string) string { return name }
+	imgs, err := c.client.Import(ctx, io.TeeReader(rc, h),
+		containerd.WithImageRefTranslator(ref),
+		containerd.WithDigestRef(func(digest.Digest) string { return name }))
+	if err != nil {
+		return nil, fmt.Errorf("import image %s: %w", dgst, err)
+	}
+	_, _ = io.Copy(h, rc) // hash any trailing bytes the importer did not read
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != dgst {
+		_ = c.client.ImageService().Delete(ctx, name)
+		return nil, fmt.Errorf("image %s: archive digest is %s: %w", dgst, got, api.ErrInvalid)
+	}
+	if len(imgs) == 0 {
+		return nil, fmt.Errorf("image %s: archive holds no image for linux/amd64: %w", dgst, api.ErrInvalid)
+	}
+	img, err := c.client.GetImage(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", dgst, err)
+	}
+	if err := img.Unpack(ctx, snapshotter); err != nil {
+		return nil, fmt.Errorf("unpack image %s: %w", dgst, err)
+	}
+	c.log.Info("image imported", "digest", dgst, "took", time.Since(start).Round(time.Millisecond))
+	return img, nil
+}
+
+// makeNetns creates a network namespace with loopback up, bound at a file,
+// so the instance gets loopback only and a checkpoint can be restored into
+// a namespace made ahead of time.
+func (c *Containerd) makeNetns(id string) (string, error) {
+	p := filepath.Join(c.stateDir, "netns", id)
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", err
+	}
+	f.Close()
+	out, err := exec.Command("unshare", "--net="+p, "ip", "link", "set", "lo", "up").CombinedOutput()
+	if err != nil {
+		os.Remove(p)
+		return "", fmt.Errorf("network namespace: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return p, nil
+}
+
+func removeNetns(p string) {
+	if p == "" {
+		return
+	}
+	_ = syscall.Unmount(p, syscall.MNT_DETACH)
+	_ = os.Remove(p)
+}
+
+// lambdaEnv is the standard Lambda environment for a function.
+func lambdaEnv(fn *api.Function) []string {
+	env := []string{
+		"AWS_LAMBDA_FUNCTION_NAME=" + fn.Name,
+		"AWS_LAMBDA_FUNCTION_VERSION=" + strconv.Itoa(fn.Version),
+		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE=" + strconv.Itoa(fn.MemoryMB),
+		"AWS_LAMBDA_LOG_GROUP_NAME=/aws/lambda/" + fn.Name,
+		"AWS_REGION=us-east-1",
+		"AWS_DEFAULT_REGION=us-east-1",
+		"AWS_LAMBDA_INITIALIZATION_TYPE=on-demand",
+		"LAMBDA_TASK_ROOT=/var/task",
+		"LAMBDA_RUNTIME_DIR=/var/runtime",
+		"TZ=:UTC",
+	}
+	for k, v := range fn.Env {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+// Launch creates the container and task for one instance and starts it.
+func (c *Containerd) Launch(ctx context.Context, spec launchSpec) (process, error) {
+	img, err := c.ensureImage(ctx, spec.Fn.Image)
+	if err != nil {
+		return nil, err
+	}
+	ctx = c.ctx(ctx)
+	netns, err := c.makeNetns(spec.ID)
+	if err != nil {
+		return nil, err
+	}
+	p := &ctrProcess{c: c, id: spec.ID, netns: netns}
+	ok := false
+	defer func() {
+		if !ok {
+			p.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	mem := uint64(spec.Fn.MemoryMB) << 20
+	args := []string{initPath}
+	cont, err := c.client.NewContainer(ctx, spec.ID,
+		containerd.WithImage(img),
+		containerd.WithSnapshotter(snapshotter),
+		containerd.WithNewSnapshot(spec.ID, img),
+		containerd.WithContainerLabels(map[string]string{
+			LabelFunction: spec.Fn.Name,
+			LabelVersion:  strconv.Itoa(spec.Fn.Version),
+			LabelAgent:    c.agent,
+		}),
+		containerd.WithNewSpec(
+			oci.WithImageConfig(img),
+			prependInit(args),
+			oci.WithEnv(lambdaEnv(spec.Fn)),
+			oci.WithHostname("amber"),
+			oci.WithMounts([]specs.Mount{
+				{Destination: initPath, Type: "bind", Source: c.initBin, Options: []string{"rbind", "ro", "nosuid", "nodev"}},
+				{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777", "size=512m"}},
+			}),
+			oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: netns}),
+			oci.WithMemoryLimit(mem),
+			oci.WithMemorySwap(int64(mem)),
+			oci.WithCPUShares(cpuShares(spec.Fn.MemoryMB)),
+			oci.WithPidsLimit(256),
+			oci.WithNoNewPrivileges,
+			oci.WithRootFSReadonly(),
+		),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("create container: %w", err)
+	}
+	p.cont = cont
+	task, err := cont.NewTask(ctx, cio.NewCreator(cio.WithStreams(spec.Stdin, spec.Stdout, spec.Stderr)))
+	if err != nil {
+		return nil, fmt.Errorf("create task: %w", err)
+	}
+	p.task = task
+	exitCh, err := task.Wait(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("wait task: %w", err)
+	}
+	p.exit = make(chan struct{})
+	go func() {
+		st := <-exitCh
+		p.exitCode, _, p.exitErr = st.Result()
+		close(p.exit)
+	}()
+	if err := task.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start task: %w", err)
+	}
+	ok = true
+	return p, nil
+}
+
+// prependInit puts amber-init in front of the image's entrypoint and cmd,
+// separated by "--", so amber-init starts them as the function runtime.
+func prependInit(initArgs []string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+		rest := s.Process.Args
+		args := append([]string{}, initArgs...)
+		if len(rest) > 0 {
+			args = append(append(args, "--"), rest...)
+		}
+		s.Process.Args = args
+		return nil
+	}
+}
+
+// cpuShares gives CPU weight in proportion to memory, as Lambda does
+// (1769 MB is one full vCPU there, 1024 shares here).
+func cpuShares(memoryMB int) uint64 {
+	s := uint64(memoryMB) * 1024 / 1769
+	if s < 2 {
+		s = 2
+	}
+	return s
+}
+
+type ctrProcess struct {
+	c        *Containerd
+	id       string
+	netns    string
+	cont     containerd.Container
+	task     containerd.Task
+	exit     chan struct{}
+	exitCode uint32
+	exitErr  error
+	once     sync.Once
+}
+
+func (p *ctrProcess) Exited() <-chan struct{} { return p.exit }
+
+func (p *ctrProcess) ExitStatus() (int, error) { return int(p.exitCode), p.exitErr }
+
+// Kill sends SIGKILL to every process of the instance.
+func (p *ctrProcess) Kill(ctx context.Context) error {
+	if p.task == nil {
+		return nil
+	}
+	err := p.task.Kill(p.c.ctx(ctx), syscall.SIGKILL, containerd.WithKillAll)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// Close kills what is left and removes the task, container, snapshot and
+// network namespace.
+func (p *ctrProcess) Close(ctx context.Context) error {
+	var errs []error
+	p.once.Do(func() {
+		ctx = p.c.ctx(ctx)
+		if p.task != nil {
+			_ = p.Kill(ctx)
+			if p.exit != nil {
+				select {
+				case <-p.exit:
+				case <-time.After(5 * time.Second):
+				}
+			}
+			if _, err := p.task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+				errs = append(errs, fmt.Errorf("delete task: %w", err))
+			}
+		}
+		if p.cont != nil {
+			if err := p.cont.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+				errs = append(errs, fmt.Errorf("delete container: %w", err))
+			}
+		}
+		removeNetns(p.netns)
+	})
+	return errors.Join(errs...)
+}
+
+// Cleanup removes every container this agent left behind (a previous run
+// that was killed), with its task, snapshot and network namespace.
+func (c *Containerd) Cleanup(ctx context.Context) (int, error) {
+	ctx = c.ctx(ctx)
+	conts, err := c.client.Containers(ctx, fmt.Sprintf("labels.%q==%s", LabelAgent, c.agent))
+	if err != nil {
+		return 0, fmt.Errorf("list containers: %w", err)
+	}
+	var errs []error
+	for _, cont := range conts {
+		p := &ctrProcess{c: c, id: cont.ID(), cont: cont, netns: filepath.Join(c.stateDir, "netns", cont.ID())}
+		if t, err := cont.Task(ctx, nil); err == nil {
+			p.task = t
+		}
+		if err := p.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// Namespaces whose container is already gone.
+	entries, _ := os.ReadDir(filepath.Join(c.stateDir, "netns"))
+	for _, e := range entries {
+		removeNetns(filepath.Join(c.stateDir, "netns", e.Name()))
+	}
+	return len(conts), errors.Join(errs...)
+}

@@ -1,0 +1,79 @@
+package agent
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/amberfn/amber/api"
+)
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// Handler serves the agent's API:
+//
+//	POST /v1/functions/{name}/invoke   (Amber-Function-Version, Amber-Request-Id headers; body = payload)
+//	GET  /v1/instances
+//	GET  /healthz
+func (a *Agent) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("POST /v1/functions/{name}/invoke", a.auth(a.handleInvoke))
+	mux.HandleFunc("GET /v1/instances", a.auth(func(w http.ResponseWriter, _ *http.Request) {
+		api.WriteJSON(w, http.StatusOK, a.Instances())
+	}))
+	return mux
+}
+
+func (a *Agent) auth(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if a.token != "" {
+			got := r.Header.Get("Authorization")
+			if subtle.ConstantTimeCompare([]byte(got), []byte("Bearer "+a.token)) != 1 {
+				api.WriteError(w, fmt.Errorf("missing or wrong bearer token: %w", api.ErrUnauthorized))
+				return
+			}
+		}
+		h(w, r)
+	}
+}
+
+func (a *Agent) handleInvoke(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := api.ValidateName("function", name); err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	version, err := strconv.Atoi(r.Header.Get(api.HeaderVersion))
+	if err != nil || version < 1 {
+		api.WriteError(w, api.Invalid("version", "header %s must be a positive integer, got %q", api.HeaderVersion, r.Header.Get(api.HeaderVersion)))
+		return
+	}
+	payload, err := io.ReadAll(io.LimitReader(r.Body, api.MaxSyncPayload+1))
+	if err != nil {
+		api.WriteError(w, api.Invalid("payload", "read: %v", err))
+		return
+	}
+	if len(payload) > api.MaxSyncPayload {
+		api.WriteError(w, fmt.Errorf("request payload is over %d bytes: %w", api.MaxSyncPayload, api.ErrTooLarge))
+		return
+	}
+	res, err := a.Invoke(r.Context(), name, version, r.Header.Get(api.HeaderRequestID), payload)
+	if err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	res.WriteHeaders(w.Header())
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(res.Payload)
+}

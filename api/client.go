@@ -1,0 +1,275 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Client talks to the scheduler's HTTP API. It is used by the CLI, the
+// console and the agent; it is safe for concurrent use.
+type Client struct {
+	base  string
+	token string
+	hc    *http.Client
+}
+
+// ClientOption configures a Client.
+type ClientOption func(*Client)
+
+// WithToken makes the client send "Authorization: Bearer TOKEN". An empty
+// token sends no header.
+func WithToken(token string) ClientOption { return func(c *Client) { c.token = token } }
+
+// WithHTTPClient sets the http.Client requests go through (default
+// http.DefaultClient).
+func WithHTTPClient(h *http.Client) ClientOption {
+	return func(c *Client) {
+		if h != nil {
+			c.hc = h
+		}
+	}
+}
+
+// NewClient returns a client for the scheduler at baseURL
+// ("http://127.0.0.1:7700"); a trailing slash is ignored.
+func NewClient(baseURL string, opts ...ClientOption) *Client {
+	c := &Client{base: strings.TrimRight(baseURL, "/"), hc: http.DefaultClient}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// StatusError is the error a client method returns for a non-2xx reply. It
+// unwraps to the sentinel for its status (ErrNotFound, ErrInvalid …), so
+// callers test it with errors.Is.
+type StatusError struct {
+	Status  int    // the HTTP status
+	Code    string // ErrorDetail.Code, when the server sent an ErrorBody
+	Message string // the server's message (or the body's first bytes)
+	Field   string // the offending input field, if any
+	err     error
+}
+
+func (e *StatusError) Error() string {
+	msg := e.Message
+	if msg == "" {
+		msg = http.StatusText(e.Status)
+	}
+	if e.Field != "" && !strings.HasPrefix(msg, e.Field+":") {
+		msg = e.Field + ": " + msg
+	}
+	return msg
+}
+
+// Unwrap returns the sentinel for the status.
+func (e *StatusError) Unwrap() error { return e.err }
+
+// maxErrorBody bounds how much of an error reply is read.
+const maxErrorBody = 64 << 10
+
+func statusError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	e := &StatusError{Status: resp.StatusCode, err: SentinelFor(resp.StatusCode)}
+	var eb ErrorBody
+	if json.Unmarshal(b, &eb) == nil && eb.Error.Message != "" {
+		e.Code, e.Message, e.Field = eb.Error.Code, eb.Error.Message, eb.Error.Field
+	} else {
+		e.Message = fmt.Sprintf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	return e
+}
+
+// do sends a request and returns the response when its status is 2xx; for
+// any other status it reads the ErrorBody and returns a *StatusError.
+func (c *Client) do(ctx context.Context, method, path string, body io.Reader, contentType string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		defer resp.Body.Close()
+		return nil, statusError(resp)
+	}
+	return resp, nil
+}
+
+// doJSON sends in (when not nil) as JSON and decodes a 2xx reply into out
+// (when not nil).
+func (c *Client) doJSON(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	ct := ""
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body, ct = bytes.NewReader(b), "application/json"
+	}
+	resp, err := c.do(ctx, method, path, body, ct)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: decode reply: %w", method, path, err)
+	}
+	return nil
+}
+
+func fnPath(name string) string { return "/v1/functions/" + url.PathEscape(name) }
+
+// ImageUpload is the scheduler's reply to an image upload.
+type ImageUpload struct {
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+}
+
+// UploadImage stores an OCI image archive (a tar) in the scheduler and
+// returns its digest, "sha256:<hex>" of the whole archive.
+func (c *Client) UploadImage(ctx context.Context, r io.Reader) (string, error) {
+	resp, err := c.do(ctx, http.MethodPost, "/v1/images", r, "application/x-tar")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var up ImageUpload
+	if err := json.NewDecoder(resp.Body).Decode(&up); err != nil {
+		return "", fmt.Errorf("upload image: decode reply: %w", err)
+	}
+	if err := ValidateDigest("digest", up.Digest); err != nil {
+		return "", fmt.Errorf("upload image: scheduler replied with a bad digest: %w", err)
+	}
+	return up.Digest, nil
+}
+
+// FetchImage streams the image archive with the given digest. The caller
+// closes the reader.
+func (c *Client) FetchImage(ctx context.Context, digest string) (io.ReadCloser, error) {
+	if err := ValidateDigest("digest", digest); err != nil {
+		return nil, err
+	}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/images/"+digest, nil, "")
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+// Deploy registers spec as the function's newest version and returns it.
+// Deploying a spec identical to the latest version returns that version.
+func (c *Client) Deploy(ctx context.Context, spec FunctionSpec) (*Function, error) {
+	if err := ValidateName("name", spec.Name); err != nil {
+		return nil, err
+	}
+	var fn Function
+	if err := c.doJSON(ctx, http.MethodPut, fnPath(spec.Name), spec, &fn); err != nil {
+		return nil, err
+	}
+	return &fn, nil
+}
+
+// Functions lists every function's latest version with its instances and
+// counters, sorted by name.
+func (c *Client) Functions(ctx context.Context) ([]FunctionStatus, error) {
+	var out []FunctionStatus
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/functions", nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Function returns one function's latest version with its instances and
+// counters.
+func (c *Client) Function(ctx context.Context, name string) (*FunctionStatus, error) {
+	var out FunctionStatus
+	if err := c.doJSON(ctx, http.MethodGet, fnPath(name), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// FunctionVersions returns every kept version of a function, oldest first.
+func (c *Client) FunctionVersions(ctx context.Context, name string) ([]Function, error) {
+	var out []Function
+	if err := c.doJSON(ctx, http.MethodGet, fnPath(name)+"/versions", nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// FunctionVersion returns one deployed version of a function.
+func (c *Client) FunctionVersion(ctx context.Context, name string, version int) (*Function, error) {
+	var out Function
+	if err := c.doJSON(ctx, http.MethodGet, fnPath(name)+"/versions/"+strconv.Itoa(version), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// DeleteFunction removes a function and all its versions.
+func (c *Client) DeleteFunction(ctx context.Context, name string) error {
+	return c.doJSON(ctx, http.MethodDelete, fnPath(name), nil, nil)
+}
+
+// Invoke runs the function's latest version synchronously with payload.
+// A function error is not a Go error: the result's FunctionError is set and
+// its Payload holds the FunctionError JSON. Platform failures (unknown
+// function, no agent, agent down …) are returned as errors.
+func (c *Client) Invoke(ctx context.Context, name string, payload []byte) (*InvokeResult, error) {
+	resp, err := c.do(ctx, http.MethodPost, fnPath(name)+"/invoke", bytes.NewReader(payload), "application/json")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	// Lambda caps responses at MaxSyncPayload; allow some slack for error JSON.
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxSyncPayload+64<<10))
+	if err != nil {
+		return nil, fmt.Errorf("invoke %s: read response: %w", name, err)
+	}
+	return ReadInvokeHeaders(resp.Header, body), nil
+}
+
+// Heartbeat registers the agent or refreshes its entry.
+func (c *Client) Heartbeat(ctx context.Context, hb Heartbeat) error {
+	return c.doJSON(ctx, http.MethodPost, "/v1/agents/heartbeat", hb, nil)
+}
+
+// Agents lists the agents the scheduler knows, sorted by name.
+func (c *Client) Agents(ctx context.Context) ([]AgentStatus, error) {
+	var out []AgentStatus
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/agents", nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// State returns the whole cluster picture the console draws.
+func (c *Client) State(ctx context.Context) (*ClusterState, error) {
+	var out ClusterState
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/state", nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

@@ -1,0 +1,42 @@
+// Command amber-init is the PID 1 of every amber function instance. It
+// serves the Lambda Runtime API, starts the function's runtime and talks
+// to the agent in frames on stdin and stdout; see package initd.
+//
+// Usage:
+//
+//	amber-init [-listen 127.0.0.1:9001] [-debug] [--] [command [args...]]
+//
+// Without a command it runs the first executable of
+// $LAMBDA_TASK_ROOT/bootstrap, /var/runtime/bootstrap, /var/task/bootstrap.
+package main
+
+import (
+	"context"
+	"flag"
+	"log/slog"
+	"os"
+
+	"github.com/amberfn/amber/agent/initd"
+)
+
+func main() {
+	listen := flag.String("listen", initd.DefaultListenAddr, "Runtime API listen address")
+	debug := flag.Bool("debug", false, "log debug messages to stderr")
+	flag.Parse()
+
+	level := slog.LevelInfo
+	if *debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	opts := []initd.Option{initd.WithListenAddr(*listen), initd.WithLogger(log)}
+	if args := flag.Args(); len(args) > 0 {
+		opts = append(opts, initd.WithCommand(args...))
+	}
+	err := initd.New(opts...).Run(context.Background())
+	if err != nil {
+		log.Info("amber-init exiting", "err", err)
+	}
+	os.Exit(initd.ExitCode(err))
+}

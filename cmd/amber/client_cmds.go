@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/amberfn/amber/api"
+	"github.com/amberfn/amber/api/ociarchive"
+	"github.com/amberfn/amber/tui"
+)
+
+func cmdBuild(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("build", flag.ContinueOnError)
+	out := fs.String("o", "", "output OCI image archive")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 || *out == "" {
+		return fmt.Errorf("usage: amber build DIR -o IMAGE.tar")
+	}
+	tmp, err := os.CreateTemp(dirOf(*out), ".amber-build-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	img, err := ociarchive.Build(pos[0], tmp)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("build %s: %w", pos[0], err)
+	}
+	if err := os.Rename(tmp.Name(), *out); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s  manifest %s\n", *out, img.ManifestDigest)
+	return nil
+}
+
+func dirOf(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[:i+1]
+	}
+	return "."
+}
+
+func cmdDeploy(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("deploy", flag.ContinueOnError)
+	image := fs.String("image", "", "OCI image archive (from amber build)")
+	memory := fs.Int("memory", api.DefaultMemory, "memory in MB (128–10240)")
+	timeout := fs.Duration("timeout", api.DefaultTimeout, "timeout (1s–900s)")
+	var env multi
+	fs.Var(&env, "env", "K=V environment variable (repeatable)")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("usage: amber deploy NAME --image IMAGE.tar [--memory MB] [--timeout DURATION] [--env K=V ...]")
+	}
+	spec := api.FunctionSpec{Name: pos[0], MemoryMB: *memory, Timeout: api.Duration(*timeout), Env: map[string]string{}}
+	for _, kv := range env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return fmt.Errorf("env: %q is not K=V", kv)
+		}
+		spec.Env[k] = v
+	}
+	// Check everything but the image before uploading it.
+	spec.Image = "sha256:" + strings.Repeat("0", 64)
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	if *image == "" {
+		return api.Invalid("image", "--image IMAGE.tar is required")
+	}
+	f, err := os.Open(*image)
+	if err != nil {
+		return api.Invalid("image", "%v", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if _, err := ociarchive.Inspect(f, st.Size()); err != nil {
+		return api.Invalid("image", "%s: %v", *image, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	c := client()
+	digest, err := c.UploadImage(ctx, f)
+	if err != nil {
+		return fmt.Errorf("upload %s: %w", *image, err)
+	}
+	spec.Image = digest
+	fn, err := c.Deploy(ctx, spec)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "deployed %s version %d (%d MB, timeout %s, image %s)\n",
+		fn.Name, fn.Version, fn.MemoryMB, fn.Timeout, fn.Image[:19])
+	return nil
+}
+
+func cmdInvoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("invoke", flag.ContinueOnError)
+	data := fs.String("data", "{}", "payload: JSON, or @FILE")
+	verbose := fs.Bool("v", false, "print start kind and timings to stderr")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("usage: amber invoke NAME [--data JSON | --data @FILE]")
+	}
+	payload := []byte(*data)
+	if strings.HasPrefix(*data, "@") {
+		if payload, err = os.ReadFile((*data)[1:]); err != nil {
+			return api.Invalid("data", "%v", err)
+		}
+	}
+	res, err := client().Invoke(ctx, pos[0], payload)
+	if err != nil {
+		return err
+	}
+	if *verbose {
+		fmt.Fprintf(stderr, "request %s  %s start on %s  init %s  duration %s  billed %d ms\n",
+			res.RequestID, res.StartKind, res.Agent, res.InitDuration.Round(time.Microsecond),
+			res.Duration.Round(time.Microsecond), res.BilledMs)
+	}
+	if res.FunctionError != "" {
+		stderr.Write(res.Payload)
+		fmt.Fprintln(stderr)
+		return exitError{1}
+	}
+	stdout.Write(res.Payload)
+	if len(res.Payload) > 0 && res.Payload[len(res.Payload)-1] != '\n' {
+		fmt.Fprintln(stdout)
+	}
+	return nil
+}
+
+func cmdLs(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("ls", flag.ContinueOnError)
+	output := fs.String("o", "table", "output: table or json")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	fns, err := client().Functions(ctx)
+	if err != nil {
+		return err
+	}
+	switch *output {
+	case "json":
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(fns)
+	case "table":
+	default:
+		return api.Invalid("o", "%q: want table or json", *output)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tVERSION\tMEMORY\tTIMEOUT\tINVOCATIONS\tLAST START\tINSTANCES")
+	for _, f := range fns {
+		last := string(f.Stats.LastStartKind)
+		if last == "" {
+			last = "-"
+		}
+		var inst []string
+		for _, in := range f.Instances {
+			inst = append(inst, fmt.Sprintf("%s/%s(%s)", in.Agent, in.ID, in.State))
+		}
+		if len(inst) == 0 {
+			inst = []string{"-"}
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d MB\t%s\t%d\t%s\t%s\n", f.Name, f.Version, f.MemoryMB, f.Timeout,
+			f.Stats.Invocations, last, strings.Join(inst, " "))
+	}
+	return tw.Flush()
+}
+
+func cmdConsole(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("console", flag.ContinueOnError)
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	return tui.Run(ctx, client())
+}

@@ -1,0 +1,106 @@
+// Command amber is the one operator binary: it runs the scheduler, an
+// agent or a whole local cluster, and talks to a running cluster.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/amberfn/amber/api"
+)
+
+const usage = `amber: a self-hosted function cluster
+
+usage:
+  amber up [--agents N] [--data DIR] [--no-console]   local cluster; writes DIR/env
+  amber build DIR -o IMAGE.tar                        OCI image archive from DIR/bootstrap
+  amber deploy NAME --image IMAGE.tar [--memory MB] [--timeout DURATION] [--env K=V ...]
+  amber invoke NAME [--data JSON | --data @FILE]
+  amber ls [-o json]
+  amber console
+  amber scheduler [flags]
+  amber agent [flags]
+
+Client commands find the scheduler through AMBER_SCHEDULER (default
+http://127.0.0.1:7700) and authenticate with AMBER_TOKEN.
+`
+
+// exitError carries a specific exit status out of a command.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	var ee exitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		os.Exit(ee.code)
+	case errors.Is(err, errUsage):
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "amber:", err)
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return errUsage
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "up":
+		return cmdUp(ctx, rest, stdout, stderr)
+	case "build":
+		return cmdBuild(rest, stdout)
+	case "deploy":
+		return cmdDeploy(ctx, rest, stdout)
+	case "invoke":
+		return cmdInvoke(ctx, rest, stdout, stderr)
+	case "ls":
+		return cmdLs(ctx, rest, stdout)
+	case "console":
+		return cmdConsole(ctx, rest)
+	case "scheduler":
+		return cmdScheduler(ctx, rest, stderr)
+	case "agent":
+		return cmdAgent(ctx, rest, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprintf(stderr, "amber: unknown command %q\n", cmd)
+		return errUsage
+	}
+}
+
+// client builds a scheduler client from AMBER_SCHEDULER and AMBER_TOKEN.
+func client() *api.Client {
+	url := os.Getenv("AMBER_SCHEDULER")
+	if url == "" {
+		url = "http://127.0.0.1:7700"
+	}
+	return api.NewClient(url, api.WithToken(os.Getenv("AMBER_TOKEN")))
+}
+
+// newLogger logs text to w at the level named by AMBER_LOG (debug, info, warn, error).
+func newLogger(w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(os.Getenv("AMBER_LOG"))); err != nil {
+		lvl = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl}))
+}

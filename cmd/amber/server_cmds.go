@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/amberfn/amber/agent"
+	"github.com/amberfn/amber/api"
+	"github.com/amberfn/amber/scheduler"
+	"github.com/amberfn/amber/testenv"
+	"github.com/amberfn/amber/tui"
+)
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// serve runs h on ln until ctx ends.
+func serve(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	}
+}
+
+func cmdScheduler(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("scheduler", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:7700", "address to serve the API on")
+	data := fs.String("data", "/var/lib/amber/scheduler", "data folder (registry, images)")
+	token := fs.String("token", os.Getenv("AMBER_TOKEN"), "API token (default $AMBER_TOKEN)")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	log := newLogger(stderr)
+	s, err := scheduler.New(scheduler.WithDataDir(*data), scheduler.WithToken(*token), scheduler.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	log.Info("scheduler serving", "addr", ln.Addr().String(), "data", *data)
+	return serve(ctx, ln, s.Handler())
+}
+
+func cmdAgent(ctx context.Context, args []string, stderr io.Writer) error {
+	host, _ := os.Hostname()
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	name := fs.String("name", sanitize(host), "agent name ([a-z0-9-])")
+	listen := fs.String("listen", "127.0.0.1:7701", "address to serve the agent API on")
+	advertise := fs.String("advertise", "", "URL the scheduler reaches this agent at (default http://LISTEN)")
+	sched := fs.String("scheduler", envOr("AMBER_SCHEDULER", "http://127.0.0.1:7700"), "scheduler URL")
+	token := fs.String("token", os.Getenv("AMBER_TOKEN"), "API token (default $AMBER_TOKEN)")
+	ctrd := fs.String("containerd", "/run/containerd/containerd.sock", "containerd socket")
+	initBin := fs.String("init", defaultInit(), "path of the static amber-init binary")
+	state := fs.String("state", "/var/lib/amber/agent", "state folder")
+	capacity := fs.Int("capacity", 4096, "memory for instances, MB")
+	keepAlive := fs.Duration("keep-alive", 10*time.Minute, "how long an idle instance lives")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	log := newLogger(stderr)
+	client := api.NewClient(*sched, api.WithToken(*token))
+	ctr, err := agent.NewContainerd(*ctrd, *name, *initBin, *state, client, log)
+	if err != nil {
+		return err
+	}
+	defer ctr.Close()
+	if n, err := ctr.Cleanup(ctx); err != nil {
+		return fmt.Errorf("clean up leftovers: %w", err)
+	} else if n > 0 {
+		log.Info("removed leftover instances", "count", n)
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	if *advertise == "" {
+		*advertise = "http://" + ln.Addr().String()
+	}
+	a, err := agent.New(client, agent.WithName(*name), agent.WithAdvertiseURL(*advertise), agent.WithToken(*token),
+		agent.WithCapacityMB(*capacity), agent.WithKeepAlive(*keepAlive), agent.WithLauncher(ctr), agent.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	log.Info("agent serving", "addr", ln.Addr().String(), "scheduler", *sched)
+	errc := make(chan error, 1)
+	go func() { errc <- serve(ctx, ln, a.Handler()) }()
+	runErr := a.Run(ctx)
+	return errors.Join(runErr, <-errc)
+}
+
+// defaultInit is amber-init next to the amber binary.
+func defaultInit() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "amber-init"
+	}
+	return filepath.Join(filepath.Dir(exe), "amber-init")
+}
+
+func sanitize(s string) string {
+	s = strings.ToLower(s)
+	var b strings.Builder
+	for _, r := range s {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '-' {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	if b.Len() == 0 || b.Len() > 63 {
+		return "agent"
+	}
+	return b.String()
+}
+
+func defaultDataDir() string {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ".amber"
+	}
+	return filepath.Join(home, ".amber")
+}
+
+func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("up", flag.ContinueOnError)
+	agents := fs.Int("agents", 2, "number of agents")
+	data := fs.String("data", defaultDataDir(), "data folder")
+	noConsole := fs.Bool("no-console", false, "do not open the console; run until Ctrl-C or SIGTERM")
+	listen := fs.String("listen", "127.0.0.1:7700", "scheduler address")
+	examples := fs.String("examples", filepath.Join(filepath.Dir(defaultInit()), "examples"), "folder of IMAGE.tar archives to deploy (the file name is the function name)")
+	initBin := fs.String("init", defaultInit(), "path of the static amber-init binary")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if *agents < 1 || *agents > 16 {
+		return api.Invalid("agents", "%d: want 1–16", *agents)
+	}
+	if err := os.MkdirAll(*data, 0o700); err != nil {
+		return err
+	}
+	logPath := filepath.Join(*data, "amber.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	logOut := io.Writer(logFile)
+	if *noConsole {
+		logOut = io.MultiWriter(logFile, stderr)
+	}
+	log := newLogger(logOut)
+	fmt.Fprintf(stdout, "starting containerd, the scheduler and %d agents in %s …\n", *agents, *data)
+	cl, err := testenv.StartCluster(ctx, testenv.ClusterConfig{
+		Dir: *data, Agents: *agents, Listen: *listen, InitBin: *initBin, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fmt.Fprintln(stdout, "stopping the cluster …")
+		cl.Stop()
+	}()
+	if err := deployExamples(ctx, cl.Client(), *examples, stdout); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "cluster up: scheduler %s, log %s\nin another shell:  . %s && amber invoke hello --data '{\"name\":\"amber\"}'\n",
+		cl.SchedulerURL, logPath, cl.EnvFile())
+	if *noConsole {
+		<-ctx.Done()
+		return nil
+	}
+	return tui.Run(ctx, cl.Client())
+}
+
+// deployExamples deploys every NAME.tar in dir as function NAME.
+func deployExamples(ctx context.Context, c *api.Client, dir string, stdout io.Writer) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(stdout, "no example images in %s (run `go tool task build`); nothing deployed\n", dir)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".tar")
+		if !ok || e.IsDir() {
+			continue
+		}
+		if err := deployFile(ctx, c, name, filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("deploy example %s: %w", name, err)
+		}
+		fmt.Fprintf(stdout, "deployed %s\n", name)
+	}
+	return nil
+}
+
+func deployFile(ctx context.Context, c *api.Client, name, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	digest, err := c.UploadImage(ctx, f)
+	if err != nil {
+		return err
+	}
+	_, err = c.Deploy(ctx, api.FunctionSpec{Name: name, Image: digest, MemoryMB: api.DefaultMemory, Timeout: api.Duration(api.DefaultTimeout)})
+	return err
+}

@@ -1,0 +1,227 @@
+package scheduler
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/amberfn/amber/api"
+)
+
+// The registry keeps every deployed version of every function in bbolt:
+//
+//	functions/<name>/latest          uint64 BE: the latest version
+//	functions/<name>/v<uint64 BE>    JSON api.Function
+//	sequences/<name>                 uint64 BE: the last version ever assigned
+//
+// The sequence outlives a delete, so a function deleted and deployed again
+// continues at the next number: an agent never sees two different specs
+// under one name and version.
+var (
+	bucketFunctions = []byte("functions")
+	bucketSequences = []byte("sequences")
+	keyLatest       = []byte("latest")
+)
+
+type registry struct {
+	db  *bolt.DB
+	now func() time.Time
+}
+
+func openRegistry(path string, now func() time.Time) (*registry, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketFunctions, bucketSequences} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("init %s: %w", path, err)
+	}
+	return &registry{db: db, now: now}, nil
+}
+
+func (r *registry) close() error { return r.db.Close() }
+
+func u64(n uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], n)
+	return b[:]
+}
+
+func versionKey(v int) []byte { return append([]byte("v"), u64(uint64(v))...) }
+
+func notFound(name string) error { return fmt.Errorf("function %q %w", name, api.ErrNotFound) }
+
+func versionNotFound(name string, v int) error {
+	return fmt.Errorf("function %q version %d %w", name, v, api.ErrNotFound)
+}
+
+// sameSpec reports whether a and b deploy the same thing (nil and empty env
+// are the same).
+func sameSpec(a, b api.FunctionSpec) bool {
+	return a.Name == b.Name && a.Image == b.Image && a.MemoryMB == b.MemoryMB &&
+		a.Timeout == b.Timeout && maps.Equal(a.Env, b.Env)
+}
+
+// put stores spec as the function's next version, unless it is identical
+// to the latest version, which is returned with created=false. spec must be
+// validated already.
+func (r *registry) put(spec api.FunctionSpec) (fn *api.Function, created bool, err error) {
+	err = r.db.Update(func(tx *bolt.Tx) error {
+		fb, err := tx.Bucket(bucketFunctions).CreateBucketIfNotExists([]byte(spec.Name))
+		if err != nil {
+			return err
+		}
+		if lv := fb.Get(keyLatest); lv != nil {
+			var cur api.Function
+			if err := json.Unmarshal(fb.Get(versionKey(int(binary.BigEndian.Uint64(lv)))), &cur); err != nil {
+				return fmt.Errorf("decode latest version of %q: %w", spec.Name, err)
+			}
+			if sameSpec(cur.FunctionSpec, spec) {
+				fn = &cur
+				return nil
+			}
+		}
+		seq := tx.Bucket(bucketSequences)
+		var next uint64 = 1
+		if b := seq.Get([]byte(spec.Name)); b != nil {
+			next = binary.BigEndian.Uint64(b) + 1
+		}
+		f := api.Function{FunctionSpec: spec, Version: int(next), UpdatedAt: r.now().UTC()}
+		data, err := json.Marshal(f)
+		if err != nil {
+			return err
+		}
+		if err := fb.Put(versionKey(f.Version), data); err != nil {
+			return err
+		}
+		if err := fb.Put(keyLatest, u64(next)); err != nil {
+			return err
+		}
+		if err := seq.Put([]byte(spec.Name), u64(next)); err != nil {
+			return err
+		}
+		fn, created = &f, true
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return fn, created, nil
+}
+
+func readVersion(fb *bolt.Bucket, name string, v int) (*api.Function, error) {
+	data := fb.Get(versionKey(v))
+	if data == nil {
+		return nil, versionNotFound(name, v)
+	}
+	var f api.Function
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, fmt.Errorf("decode %q version %d: %w", name, v, err)
+	}
+	return &f, nil
+}
+
+func readLatest(fb *bolt.Bucket, name string) (*api.Function, error) {
+	lv := fb.Get(keyLatest)
+	if lv == nil {
+		return nil, notFound(name)
+	}
+	return readVersion(fb, name, int(binary.BigEndian.Uint64(lv)))
+}
+
+// latest returns the function's latest version.
+func (r *registry) latest(name string) (*api.Function, error) {
+	var f *api.Function
+	err := r.db.View(func(tx *bolt.Tx) error {
+		fb := tx.Bucket(bucketFunctions).Bucket([]byte(name))
+		if fb == nil {
+			return notFound(name)
+		}
+		var err error
+		f, err = readLatest(fb, name)
+		return err
+	})
+	return f, err
+}
+
+// version returns one version of a function.
+func (r *registry) version(name string, v int) (*api.Function, error) {
+	var f *api.Function
+	err := r.db.View(func(tx *bolt.Tx) error {
+		fb := tx.Bucket(bucketFunctions).Bucket([]byte(name))
+		if fb == nil {
+			return notFound(name)
+		}
+		var err error
+		f, err = readVersion(fb, name, v)
+		return err
+	})
+	return f, err
+}
+
+// versions returns every kept version of a function, oldest first.
+func (r *registry) versions(name string) ([]api.Function, error) {
+	var out []api.Function
+	err := r.db.View(func(tx *bolt.Tx) error {
+		fb := tx.Bucket(bucketFunctions).Bucket([]byte(name))
+		if fb == nil {
+			return notFound(name)
+		}
+		return fb.ForEach(func(k, v []byte) error {
+			if len(k) != 9 || k[0] != 'v' {
+				return nil
+			}
+			var f api.Function
+			if err := json.Unmarshal(v, &f); err != nil {
+				return fmt.Errorf("decode %q %x: %w", name, k, err)
+			}
+			out = append(out, f)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// list returns the latest version of every function, sorted by name.
+func (r *registry) list() ([]api.Function, error) {
+	var out []api.Function
+	err := r.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketFunctions).ForEachBucket(func(k []byte) error {
+			f, err := readLatest(tx.Bucket(bucketFunctions).Bucket(k), string(k))
+			if errors.Is(err, api.ErrNotFound) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			out = append(out, *f)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// remove deletes a function and all its versions (its sequence stays).
+func (r *registry) remove(name string) error {
+	return r.db.Update(func(tx *bolt.Tx) error {
+		fns := tx.Bucket(bucketFunctions)
+		if fns.Bucket([]byte(name)) == nil {
+			return notFound(name)
+		}
+		return fns.DeleteBucket([]byte(name))
+	})
+}

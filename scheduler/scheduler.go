@@ -1,0 +1,186 @@
+// Package scheduler is amber's control plane: the function registry (bbolt),
+// the image store, agent membership, placement and the invoke gateway.
+//
+// The scheduler keeps functions and images on disk under its data folder:
+//
+//	DATA/amber.db                    the registry (every version of every function)
+//	DATA/images/sha256/<hex>.tar     OCI image archives, named by the sha256 of the tar
+//	DATA/images/tmp/                 uploads in progress
+//
+// Membership, in-flight reservations and invocation counters live in memory:
+// agents re-register with their next heartbeat after a restart.
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Defaults.
+const (
+	DefaultSuspectAfter = 5 * time.Second
+	DefaultGoneAfter    = 15 * time.Second
+	// DefaultForgetAfter is how long a gone agent stays listed (as gone)
+	// before it is dropped from /v1/agents.
+	DefaultForgetAfter = 10 * time.Minute
+	// DefaultMaxImageBytes caps an uploaded image archive.
+	DefaultMaxImageBytes int64 = 1 << 30
+	// forwardSlack is how much longer than the function's timeout the
+	// scheduler waits for an agent (cold start, image pull).
+	forwardSlack = 60 * time.Second
+)
+
+// Scheduler is amber's control plane. Create it with New, serve Handler,
+// and Close it when done.
+type Scheduler struct {
+	dataDir       string
+	token         string
+	log           *slog.Logger
+	hc            *http.Client
+	now           func() time.Time
+	suspectAfter  time.Duration
+	goneAfter     time.Duration
+	forgetAfter   time.Duration
+	maxImageBytes int64
+	newRequestID  func() string
+
+	reg    *registry
+	images *imageStore
+
+	mu     sync.Mutex
+	agents map[string]*agentEntry
+	stats  map[string]*fnStats
+}
+
+// Option configures a Scheduler.
+type Option func(*Scheduler)
+
+// WithDataDir sets the folder that holds the registry and the images.
+// Required.
+func WithDataDir(dir string) Option { return func(s *Scheduler) { s.dataDir = dir } }
+
+// WithToken makes every /v1 endpoint require "Authorization: Bearer TOKEN",
+// and is sent to agents when forwarding invocations. Empty disables auth.
+func WithToken(tok string) Option { return func(s *Scheduler) { s.token = tok } }
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option {
+	return func(s *Scheduler) {
+		if l != nil {
+			s.log = l
+		}
+	}
+}
+
+// WithHeartbeatTimeouts sets after how long without a heartbeat an agent
+// becomes suspect, then gone (defaults 5s and 15s).
+func WithHeartbeatTimeouts(suspect, gone time.Duration) Option {
+	return func(s *Scheduler) { s.suspectAfter, s.goneAfter = suspect, gone }
+}
+
+// WithHTTPClient sets the client used to forward invocations to agents.
+func WithHTTPClient(h *http.Client) Option {
+	return func(s *Scheduler) {
+		if h != nil {
+			s.hc = h
+		}
+	}
+}
+
+// WithClock replaces time.Now, for tests.
+func WithClock(now func() time.Time) Option {
+	return func(s *Scheduler) {
+		if now != nil {
+			s.now = now
+		}
+	}
+}
+
+// WithMaxImageBytes caps the size of an uploaded image archive (default 1 GiB).
+func WithMaxImageBytes(n int64) Option { return func(s *Scheduler) { s.maxImageBytes = n } }
+
+// WithForgetAfter sets how long a gone agent stays listed as gone before it
+// is dropped (default 10 minutes).
+func WithForgetAfter(d time.Duration) Option { return func(s *Scheduler) { s.forgetAfter = d } }
+
+// New opens (or creates) the scheduler's data folder and registry.
+func New(opts ...Option) (*Scheduler, error) {
+	s := &Scheduler{
+		log:           slog.New(slog.NewTextHandler(io.Discard, nil)),
+		now:           time.Now,
+		suspectAfter:  DefaultSuspectAfter,
+		goneAfter:     DefaultGoneAfter,
+		forgetAfter:   DefaultForgetAfter,
+		maxImageBytes: DefaultMaxImageBytes,
+		newRequestID:  newRequestID,
+		agents:        map[string]*agentEntry{},
+		stats:         map[string]*fnStats{},
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.dataDir == "" {
+		return nil, errors.New("scheduler: a data folder is required (WithDataDir)")
+	}
+	if s.suspectAfter <= 0 || s.goneAfter < s.suspectAfter {
+		return nil, fmt.Errorf("scheduler: heartbeat timeouts suspect=%s gone=%s: want 0 < suspect <= gone", s.suspectAfter, s.goneAfter)
+	}
+	if s.maxImageBytes <= 0 {
+		return nil, fmt.Errorf("scheduler: max image size %d: want > 0", s.maxImageBytes)
+	}
+	if s.hc == nil {
+		s.hc = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	}
+	if err := os.MkdirAll(s.dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("scheduler: data folder: %w", err)
+	}
+	imgs, err := openImageStore(filepath.Join(s.dataDir, "images"), s.maxImageBytes)
+	if err != nil {
+		return nil, fmt.Errorf("scheduler: image store: %w", err)
+	}
+	s.images = imgs
+	reg, err := openRegistry(filepath.Join(s.dataDir, "amber.db"), s.now)
+	if err != nil {
+		return nil, fmt.Errorf("scheduler: registry: %w", err)
+	}
+	s.reg = reg
+	return s, nil
+}
+
+// Close closes the registry. In-flight requests should be finished first
+// (shut the HTTP server down before closing).
+func (s *Scheduler) Close() error {
+	if t, ok := s.hc.Transport.(*http.Transport); ok {
+		t.CloseIdleConnections()
+	}
+	return s.reg.close()
+}
+
+// Serve serves Handler on ln until ctx ends, then shuts the server down,
+// giving in-flight requests up to 10 seconds.
+func (s *Scheduler) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err := srv.Shutdown(sctx)
+		if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+			err = serr
+		}
+		return err
+	}
+}
