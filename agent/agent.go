@@ -194,14 +194,40 @@ func (a *Agent) acquire(k fnKey) *instance {
 		delete(a.all, in.id)
 		go in.close(context.Background())
 	}
-	list := a.idle[k]
-	if len(list) == 0 {
-		return nil
+	for list := a.idle[k]; len(list) > 0; list = a.idle[k] {
+		in := list[len(list)-1]
+		a.idle[k] = list[:len(list)-1]
+		if in.alive() {
+			a.busy++
+			return in
+		}
+		delete(a.all, in.id) // died while idle
+		go in.close(context.Background())
 	}
-	in := list[len(list)-1]
-	a.idle[k] = list[:len(list)-1]
-	a.busy++
-	return in
+	return nil
+}
+
+// forgetWhenDead drops an instance from the pool once it dies (a crash
+// or an OOM kill while idle), so listings and placement stop counting it.
+func (a *Agent) forgetWhenDead(k fnKey, in *instance) {
+	<-in.dead
+	a.mu.Lock()
+	if _, ok := a.all[in.id]; !ok {
+		a.mu.Unlock()
+		return
+	}
+	delete(a.all, in.id)
+	list := a.idle[k]
+	for i, x := range list {
+		if x == in {
+			a.idle[k] = append(list[:i:i], list[i+1:]...)
+			break
+		}
+	}
+	a.mu.Unlock()
+	in.log.Info("instance exited while idle", "reason", in.deadMsg)
+	in.close(context.Background())
+	a.notify()
 }
 
 func (a *Agent) release(k fnKey, in *instance, healthy bool) {
@@ -270,6 +296,7 @@ func (a *Agent) Invoke(ctx context.Context, name string, version int, reqID stri
 		a.mu.Lock()
 		a.all[in.id] = in
 		a.mu.Unlock()
+		go a.forgetWhenDead(k, in)
 		a.notify()
 		res.StartKind = api.StartCold
 		res.InitDuration = in.initTime

@@ -267,7 +267,8 @@ func (c *Containerd) Launch(ctx context.Context, spec launchSpec) (process, erro
 		return nil, fmt.Errorf("create task: %w", err)
 	}
 	p.task = task
-	exitCh, err := task.Wait(ctx)
+	// The wait outlives the request that started the instance.
+	exitCh, err := task.Wait(c.ctx(context.Background()))
 	if err != nil {
 		return nil, fmt.Errorf("wait task: %w", err)
 	}

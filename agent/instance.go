@@ -157,6 +157,16 @@ func (in *instance) initFailure() error {
 	return &api.FunctionError{ErrorType: "Runtime.ExitError", ErrorMessage: in.deadMsg}
 }
 
+// alive reports whether the instance's frame stream is still open.
+func (in *instance) alive() bool {
+	select {
+	case <-in.dead:
+		return false
+	default:
+		return true
+	}
+}
+
 func (in *instance) setState(s api.InstanceState) {
 	in.mu.Lock()
 	in.state = s
@@ -232,7 +242,7 @@ func (in *instance) invoke(ctx context.Context, reqID string, payload []byte, ti
 	in.mu.Lock()
 	if in.pending != nil || in.state == api.StateGone {
 		in.mu.Unlock()
-		return callResult{}, fmt.Errorf("instance %s is not idle", in.id)
+		return callResult{}, fmt.Errorf("instance %s is not idle (state %s, pending %v)", in.id, in.state, in.pending != nil)
 	}
 	in.pending = p
 	in.state = api.StateBusy

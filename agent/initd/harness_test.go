@@ -27,6 +27,8 @@ type harness struct {
 	toInit *io.PipeWriter
 	agent  *api.FrameWriter
 	frames chan api.Frame
+	held   []api.Frame     // non-log frames seen while waiting for output
+	logs   strings.Builder // runtime output seen so far
 	done   chan error
 	cancel context.CancelFunc
 }
@@ -105,21 +107,48 @@ func (h *harness) invoke(meta api.FrameMeta, body string) {
 	}
 }
 
-// frame waits for the next frame that is not a FrameLog.
+// frame waits for the next frame that is not a FrameLog, keeping the
+// output of the log frames it passes.
 func (h *harness) frame() api.Frame {
 	h.t.Helper()
+	if len(h.held) > 0 {
+		f := h.held[0]
+		h.held = h.held[1:]
+		return f
+	}
 	for {
-		select {
-		case f, ok := <-h.frames:
-			if !ok {
-				h.t.Fatal("frame stream closed")
-			}
-			if f.Kind == api.FrameLog {
-				continue
-			}
+		f := h.raw()
+		if f.Kind != api.FrameLog {
 			return f
-		case <-time.After(waitFor):
-			h.t.Fatal("timed out waiting for a frame")
+		}
+	}
+}
+
+// raw waits for the next frame of any kind.
+func (h *harness) raw() api.Frame {
+	h.t.Helper()
+	select {
+	case f, ok := <-h.frames:
+		if !ok {
+			h.t.Fatal("frame stream closed")
+		}
+		if f.Kind == api.FrameLog {
+			h.logs.Write(f.Body)
+		}
+		return f
+	case <-time.After(waitFor):
+		h.t.Fatalf("timed out waiting for a frame; output so far:\n%s", h.logs.String())
+		return api.Frame{}
+	}
+}
+
+// waitOutput waits until the runtime's output contains s, holding any
+// other frames for frame.
+func (h *harness) waitOutput(s string) {
+	h.t.Helper()
+	for !strings.Contains(h.logs.String(), s) {
+		if f := h.raw(); f.Kind != api.FrameLog {
+			h.held = append(h.held, f)
 		}
 	}
 }

@@ -22,9 +22,11 @@ import (
 // maxLogChunk bounds the body of one FrameLog.
 const maxLogChunk = 64 << 10
 
-// Default places a Lambda custom runtime's bootstrap is looked for after
-// $LAMBDA_TASK_ROOT/bootstrap.
-var defaultBootstrapFallbacks = []string{"/var/runtime/bootstrap", "/var/task/bootstrap"}
+// defaultBootstrapFallbacks are where a Lambda custom runtime's bootstrap
+// is looked for after $LAMBDA_TASK_ROOT/bootstrap.
+func defaultBootstrapFallbacks() []string {
+	return []string{"/var/runtime/bootstrap", "/var/task/bootstrap"}
+}
 
 // defaultTaskRoot is LAMBDA_TASK_ROOT when the environment does not set it.
 const defaultTaskRoot = "/var/task"
@@ -58,11 +60,10 @@ type process struct {
 	proc    *os.Process
 	log     *slog.Logger
 	out     FrameSender
-	current func() string // request ID to tag output with
 	tail    *tail
-	output  sync.WaitGroup   // output forwarders
-	done    chan struct{}    // closed when the process has been reaped
-	status  exitStatus       // valid after done
+	output  sync.WaitGroup // output forwarders
+	done    chan struct{}  // closed when the process has been reaped
+	status  exitStatus     // valid after done
 	sigchld chan os.Signal
 }
 
@@ -75,7 +76,7 @@ type startSpec struct {
 }
 
 // startProcess starts the runtime with its stdout and stderr on pipes.
-func startProcess(spec startSpec, out FrameSender, current func() string, log *slog.Logger) (*process, error) {
+func startProcess(spec startSpec, out FrameSender, log *slog.Logger) (*process, error) {
 	stdoutR, stdoutW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("stdout pipe: %w", err)
@@ -87,7 +88,7 @@ func startProcess(spec startSpec, out FrameSender, current func() string, log *s
 	}
 	stdin, _ := os.Open(os.DevNull) // nil (closed fd 0) if /dev/null is missing
 	p := &process{
-		log: log, out: out, current: current,
+		log: log, out: out,
 		tail:    newTail(tailBytes),
 		done:    make(chan struct{}),
 		sigchld: make(chan os.Signal, 1),
@@ -134,7 +135,7 @@ func (p *process) forward(r *os.File, stream string) {
 			_, _ = p.tail.Write(chunk)
 			_ = p.out.Write(api.Frame{
 				Kind: api.FrameLog,
-				Meta: api.FrameMeta{Stream: stream, RequestID: p.current()},
+				Meta: api.FrameMeta{Stream: stream},
 				Body: chunk,
 			})
 		}

@@ -41,6 +41,7 @@ const (
 	errTypeMethod         = "MethodNotAllowed"
 	errTypeBadBody        = "InvalidRequestBody"
 	errTypeUnhandled      = "Unhandled"
+	errTypeService        = "ServiceException"
 	errTypeResponseTooBig = "Function.ResponseSizeTooLarge"
 )
 
@@ -105,16 +106,6 @@ func (a *RuntimeAPI) Deliver(ctx context.Context, f api.Frame) error {
 	a.wakeLocked()
 	a.mu.Unlock()
 	return nil
-}
-
-// Current returns the request ID of the outstanding invocation, or "".
-func (a *RuntimeAPI) Current() string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.current == nil {
-		return ""
-	}
-	return a.current.RequestID
 }
 
 func (a *RuntimeAPI) wakeLocked() {
@@ -188,7 +179,11 @@ func (a *RuntimeAPI) next(w http.ResponseWriter, r *http.Request) {
 		writeLambdaError(w, http.StatusForbidden, errTypeInvalidState, err.Error())
 		return
 	case err != nil:
-		return // the runtime went away or we are shutting down
+		// The runtime hung up (nobody hears this) or amber-init is
+		// shutting down: Lambda's 500 tells a runtime to exit, where an
+		// unwritten reply would be an empty 200.
+		writeLambdaError(w, http.StatusInternalServerError, errTypeService, "amber-init is shutting down")
+		return
 	}
 	writeInvocation(w, f)
 }
@@ -204,6 +199,10 @@ func (a *RuntimeAPI) await(ctx context.Context) (api.Frame, error) {
 	}
 	announced := false
 	for {
+		if err := ctx.Err(); err != nil {
+			a.mu.Unlock()
+			return api.Frame{}, err
+		}
 		if a.current == nil && len(a.queue) > 0 {
 			f := a.queue[0]
 			a.queue = a.queue[1:]
@@ -227,10 +226,6 @@ func (a *RuntimeAPI) await(ctx context.Context) (api.Frame, error) {
 		case <-ctx.Done():
 		}
 		a.mu.Lock()
-		if err := ctx.Err(); err != nil {
-			a.mu.Unlock()
-			return api.Frame{}, err
-		}
 	}
 }
 
@@ -434,6 +429,10 @@ func stackLines(raw json.RawMessage) []string {
 	var lines []string
 	if json.Unmarshal(raw, &lines) == nil {
 		return lines
+	}
+	var one string
+	if json.Unmarshal(raw, &one) == nil {
+		return []string{one}
 	}
 	var items []json.RawMessage
 	if json.Unmarshal(raw, &items) != nil {

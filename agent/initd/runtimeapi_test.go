@@ -62,15 +62,15 @@ func TestRuntimeAPIConformance(t *testing.T) {
 
 	tests := []struct {
 		name   string
-		setup  func(h *harness)          // state before the request
-		method string                    // the request
-		path   string                    // relative to /2018-06-01/runtime/ unless it starts with "/"
-		body   []byte                    //
-		header http.Header               //
-		during func(h *harness)          // when set the request runs in the background meanwhile
-		status int                       // want
-		errTyp string                    // want errorType; "" means want body (if set)
-		want   string                    //
+		setup  func(h *harness) // state before the request
+		method string           // the request
+		path   string           // relative to /2018-06-01/runtime/ unless it starts with "/"
+		body   []byte           //
+		header http.Header      //
+		during func(h *harness) // when set the request runs in the background meanwhile
+		status int              // want
+		errTyp string           // want errorType; "" means want body (if set)
+		want   string           //
 		check  func(*testing.T, *harness, reply)
 	}{
 		{
@@ -170,6 +170,11 @@ func TestRuntimeAPIConformance(t *testing.T) {
 			status: 202, check: wantError("T", "m", "main.go:12 handler", "raw"),
 		},
 		{
+			name: "error with a single-string stack trace", setup: begin, method: "POST", path: "invocation/req-1/error",
+			body:   []byte(`{"errorMessage":"m","errorType":"T","stackTrace":"at x"}`),
+			status: 202, check: wantError("T", "m", "at x"),
+		},
+		{
 			name: "error with only the type header", setup: begin, method: "POST", path: "invocation/req-1/error",
 			body: []byte("segfault\n"), header: hdr(hdrErrorType, "Runtime.ExitError"), status: 202,
 			check: wantError("Runtime.ExitError", "segfault"),
@@ -215,8 +220,8 @@ func TestRuntimeAPIConformance(t *testing.T) {
 			},
 		},
 		{
-			name:  "init error after the first next",
-			setup: func(h *harness) { h.nextAsync(); h.expect(api.FrameReady) },
+			name:   "init error after the first next",
+			setup:  func(h *harness) { h.nextAsync(); h.expect(api.FrameReady) },
 			method: "POST", path: "init/error", body: []byte(`{}`), status: 403, errTyp: errTypeInvalidState,
 			check: func(t *testing.T, h *harness, _ reply) { h.noFrame() },
 		},
@@ -347,6 +352,18 @@ func TestFrameRoundTrips(t *testing.T) {
 		f := h.expect(api.FrameError)
 		if f.Meta.ErrorType != "Runtime.StreamError" || !strings.Contains(string(f.Body), "stream broke") {
 			t.Fatalf("frame %+v %q", f.Meta, f.Body)
+		}
+	})
+	t.Run("shutdown never answers a parked next with 200", func(t *testing.T) {
+		h := startHarness(t, WithoutProcess())
+		ch := h.nextAsync()
+		h.expect(api.FrameReady)
+		h.cancel()
+		if r := h.await(ch); r.status == http.StatusOK {
+			t.Fatalf("/next during shutdown = 200 %q", r.body)
+		}
+		if err := waitRun(t, h); !errors.Is(err, context.Canceled) {
+			t.Errorf("Run = %v, want context.Canceled", err)
 		}
 	})
 	t.Run("non-invoke frames are ignored", func(t *testing.T) {

@@ -8,6 +8,24 @@
 //
 // RuntimeAPI holds the HTTP side and knows nothing of processes; Server
 // wires it to the frame streams and the supervised runtime process.
+//
+// Frames, as the agent sees them on amber-init's stdout:
+//
+//	L*            the runtime's output (Meta.Stream "stdout"/"stderr", ≤ 64 KiB
+//	              each), interleaved with everything below at any time
+//	X*            the runtime posted /runtime/init/error (before its first /next)
+//	N             the runtime's first /next: init is done, it is parked
+//	then, for each I (invoke) the agent writes to stdin:
+//	  R | E       the response or the FunctionError JSON for Meta.RequestID
+//	  N           the runtime is parked again on /next
+//	Q             the runtime exited (Meta.ExitCode, Meta.Reason, Body = last
+//	              output lines); amber-init exits right after
+//
+// An E also ends an invocation whose response was over 6 MB
+// (Function.ResponseSizeTooLarge). An invocation still open when Q arrives
+// never gets an R or E. If the runtime cannot be started at all, Q is the
+// only frame. On EOF on stdin amber-init kills the runtime and exits 0
+// without a Q; on a malformed frame it logs and exits 2.
 package initd
 
 import (
@@ -137,7 +155,7 @@ func New(opts ...Option) *Server {
 		env:       os.Environ(),
 		log:       slog.New(slog.NewTextHandler(os.Stderr, nil)),
 		spawn:     true,
-		fallbacks: defaultBootstrapFallbacks,
+		fallbacks: defaultBootstrapFallbacks(),
 		reapAll:   os.Getpid() == 1,
 		exitGrace: defaultExitGrace,
 	}
@@ -170,7 +188,7 @@ func (s *Server) Listen(ctx context.Context) (net.Addr, error) {
 // stdin ends (nil), a malformed frame arrives (an error wrapping
 // api.ErrBadFrame or api.ErrFrameTooLarge), frames cannot be written
 // (ErrOutput) or ctx is done. Whatever the cause, the runtime is gone when
-// Run returns. Use ExitCode for the process's exit status.
+// Run returns. Use ExitCode for the process's exit status. Call Run once.
 func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -198,13 +216,17 @@ func (s *Server) Run(ctx context.Context) error {
 	if !s.spawn {
 		return s.wait(ctx, input, nil, out)
 	}
-	p, err := s.start(addr, out, rt)
+	// Catch SIGTERM/SIGINT before the runtime exists, to relay them to it.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	p, err := s.start(addr, out)
 	if err != nil {
 		s.log.Error("start runtime", "err", err)
 		_ = out.Write(exitFrame(startExitCode(err), err.Error()))
 		return fmt.Errorf("%w: %w", ErrStart, err)
 	}
-	defer s.forwardSignals(p)()
+	go s.relaySignals(ctx, sigs, p)
 	return s.wait(ctx, input, p, out)
 }
 
@@ -269,7 +291,7 @@ func (s *Server) readFrames(ctx context.Context, rt *RuntimeAPI) error {
 }
 
 // start finds and starts the runtime process.
-func (s *Server) start(addr net.Addr, out FrameSender, rt *RuntimeAPI) (*process, error) {
+func (s *Server) start(addr net.Addr, out FrameSender) (*process, error) {
 	taskRoot := envValue(s.env, "LAMBDA_TASK_ROOT")
 	if taskRoot == "" {
 		taskRoot = defaultTaskRoot
@@ -283,26 +305,20 @@ func (s *Server) start(addr net.Addr, out FrameSender, rt *RuntimeAPI) (*process
 		dir = taskRoot
 	}
 	spec := startSpec{argv: argv, env: childEnv(s.env, addr.String()), dir: dir, reapAll: s.reapAll}
-	return startProcess(spec, out, rt.Current, s.log)
+	return startProcess(spec, out, s.log)
 }
 
-// forwardSignals relays SIGTERM and SIGINT to the runtime until stopped.
-func (s *Server) forwardSignals(p *process) (stop func()) {
-	ch := make(chan os.Signal, 4)
-	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
-	quit := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case sig := <-ch:
-				s.log.Info("forwarding signal to runtime", "signal", sig.String())
-				p.Signal(sig)
-			case <-quit:
-				return
-			}
+// relaySignals forwards the signals on sigs to the runtime until ctx ends.
+func (s *Server) relaySignals(ctx context.Context, sigs <-chan os.Signal, p *process) {
+	for {
+		select {
+		case sig := <-sigs:
+			s.log.Info("forwarding signal to runtime", "signal", sig.String())
+			p.Signal(sig)
+		case <-ctx.Done():
+			return
 		}
-	}()
-	return func() { signal.Stop(ch); close(quit) }
+	}
 }
 
 func exitFrame(code int, reason string) api.Frame {

@@ -1,0 +1,286 @@
+package scheduler
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/amberfn/amber/api"
+)
+
+// fnStats are the running counters of one function (guarded by Scheduler.mu).
+type fnStats struct{ api.FunctionStats }
+
+// record counts one invocation's outcome. kind is the agent's start kind
+// ("" when the agent never answered); failed is set for function errors and
+// platform failures alike (Lambda's Errors metric counts both).
+func (s *Scheduler) record(name string, kind api.StartKind, failed bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.stats[name]
+	if !ok {
+		st = &fnStats{}
+		s.stats[name] = st
+	}
+	st.Invocations++
+	if failed {
+		st.Errors++
+	}
+	switch kind {
+	case api.StartCold:
+		st.ColdStarts++
+	case api.StartWarm:
+		st.WarmStarts++
+	}
+	if kind != "" {
+		st.LastStartKind = kind
+	}
+	st.LastInvokedAt = s.now().UTC()
+}
+
+func (s *Scheduler) statsFor(name string) api.FunctionStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st, ok := s.stats[name]; ok {
+		return st.FunctionStats
+	}
+	return api.FunctionStats{}
+}
+
+func (s *Scheduler) dropStats(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.stats, name)
+}
+
+// newRequestID returns a random UUID (version 4), the shape Lambda uses.
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
+
+// hopHeaders are not copied from an agent's response.
+var hopHeaders = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Transfer-Encoding": true,
+	"Te": true, "Trailer": true, "Upgrade": true, "Content-Length": true,
+}
+
+// gatewayError is a platform failure of one invocation: it names the agent
+// and the request id, and maps to the status of its sentinel.
+type gatewayError struct {
+	agent, requestID, msg string
+	sentinel              error
+}
+
+func (e *gatewayError) Error() string {
+	return fmt.Sprintf("agent %s, request %s: %s", e.agent, e.requestID, e.msg)
+}
+func (e *gatewayError) Unwrap() error { return e.sentinel }
+
+// netCause strips the *url.Error wrapper ("Post URL: ...") off a transport error.
+func netCause(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// safeToRetry reports whether a forward failed before any byte of the
+// request could reach the agent (the dial failed), so another agent may be
+// tried without risking running the function twice.
+func safeToRetry(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	var dns *net.DNSError
+	return errors.As(err, &dns)
+}
+
+// handleInvoke places a synchronous invocation on an agent and streams the
+// agent's answer back.
+func (s *Scheduler) handleInvoke(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := api.ValidateName("name", name); err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	payload, err := io.ReadAll(io.LimitReader(r.Body, api.MaxSyncPayload+1))
+	if err != nil {
+		api.WriteError(w, api.Invalid("payload", "read: %v", err))
+		return
+	}
+	if len(payload) > api.MaxSyncPayload {
+		api.WriteError(w, fmt.Errorf("request payload is over %d bytes: %w", api.MaxSyncPayload, api.ErrTooLarge))
+		return
+	}
+	var fn *api.Function
+	if v := r.Header.Get(api.HeaderVersion); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			api.WriteError(w, api.Invalid("version", "header %s must be a positive integer, got %q", api.HeaderVersion, v))
+			return
+		}
+		fn, err = s.reg.version(name, n)
+		if err != nil {
+			api.WriteError(w, err)
+			return
+		}
+	} else if fn, err = s.reg.latest(name); err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	reqID := s.newRequestID()
+	log := s.log.With("function", name, "version", fn.Version, "request_id", reqID)
+
+	exclude := map[string]bool{}
+	var refused []string
+	var lastErr error
+	for {
+		res, agentURL, p, err := s.reserve(fn, exclude)
+		if err != nil {
+			log.Warn("no placement", "err", err.Error(), "refused", refused)
+			w.Header().Set(api.HeaderRequestID, reqID)
+			if len(refused) > 0 {
+				// Every agent tried refused the connection: report those.
+				s.record(fn.Name, "", true)
+				w.Header().Set(api.HeaderAgent, refused[len(refused)-1])
+				writeError(w, &gatewayError{agent: strings.Join(refused, ", "), requestID: reqID, sentinel: errBadGateway,
+					msg: fmt.Sprintf("unreachable (%v), and no other agent can take it", netCause(lastErr))})
+				return
+			}
+			writeError(w, err)
+			return
+		}
+		log := log.With("agent", p.Agent, "reason", p.Reason)
+		dialErr := s.forward(w, r.Context(), fn, reqID, payload, agentURL, p.Agent, log)
+		s.release(res)
+		if dialErr == nil {
+			return
+		}
+		exclude[p.Agent] = true
+		refused = append(refused, p.Agent)
+		lastErr = dialErr
+	}
+}
+
+// forward sends one invocation to an agent and writes the outcome to w. It
+// returns the dial error, having written nothing, when the agent could not
+// be reached at all and another agent may be tried.
+func (s *Scheduler) forward(w http.ResponseWriter, ctx context.Context, fn *api.Function, reqID string, payload []byte, agentURL, agent string, log *slog.Logger) (dialErr error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(fn.Timeout)+forwardSlack)
+	defer cancel()
+	fail := func(sentinel error, format string, args ...any) {
+		s.record(fn.Name, "", true)
+		w.Header().Set(api.HeaderRequestID, reqID)
+		w.Header().Set(api.HeaderAgent, agent)
+		writeError(w, &gatewayError{agent: agent, requestID: reqID, msg: fmt.Sprintf(format, args...), sentinel: sentinel})
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost,
+		agentURL+"/v1/functions/"+url.PathEscape(fn.Name)+"/invoke", bytes.NewReader(payload))
+	if err != nil {
+		fail(api.ErrUnavailable, "bad agent URL %q: %v", agentURL, err)
+		return nil
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(api.HeaderVersion, strconv.Itoa(fn.Version))
+	req.Header.Set(api.HeaderRequestID, reqID)
+	if s.token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.token)
+	}
+	start := time.Now()
+	resp, err := s.hc.Do(req)
+	if err != nil {
+		if safeToRetry(err) {
+			log.Warn("agent unreachable; trying another", "err", netCause(err).Error())
+			s.markUnreachable(agent)
+			return err
+		}
+		if ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) {
+			log.Warn("agent did not answer in time", "err", err.Error())
+			fail(api.ErrTimeout, "no answer within %s", time.Duration(fn.Timeout)+forwardSlack)
+			return nil
+		}
+		log.Warn("forward failed", "err", err.Error())
+		fail(errBadGateway, "request failed: %v", netCause(err))
+		return nil
+	}
+	defer resp.Body.Close()
+
+	if resp.StatusCode >= 500 {
+		msg := agentMessage(resp)
+		log.Warn("agent failed", "status", resp.StatusCode, "err", msg)
+		var sentinel error = errBadGateway
+		switch resp.StatusCode {
+		case http.StatusServiceUnavailable:
+			sentinel = api.ErrUnavailable
+		case http.StatusGatewayTimeout:
+			sentinel = api.ErrTimeout
+		}
+		fail(sentinel, "agent replied %d: %s", resp.StatusCode, msg)
+		return nil
+	}
+
+	kind := api.StartKind(resp.Header.Get(api.HeaderStartKind))
+	funcErr := resp.Header.Get(api.HeaderFunctionError) != ""
+	s.record(fn.Name, kind, funcErr || resp.StatusCode != http.StatusOK)
+	for k, vs := range resp.Header {
+		if hopHeaders[k] {
+			continue
+		}
+		w.Header()[k] = vs
+	}
+	if w.Header().Get(api.HeaderRequestID) == "" {
+		w.Header().Set(api.HeaderRequestID, reqID)
+	}
+	if w.Header().Get(api.HeaderAgent) == "" {
+		w.Header().Set(api.HeaderAgent, agent)
+	}
+	w.WriteHeader(resp.StatusCode)
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		log.Warn("relay response", "err", err.Error(), "bytes", n)
+	}
+	log.Debug("invoked", "status", resp.StatusCode, "start_kind", string(kind),
+		"function_error", funcErr, "elapsed", time.Since(start))
+	return nil
+}
+
+// errBadGateway marks an agent failure reported to the caller as 502. It
+// wraps api.ErrUnavailable so clients map it back to that sentinel.
+var errBadGateway = &badGateway{}
+
+type badGateway struct{}
+
+func (*badGateway) Error() string { return "bad gateway" }
+func (*badGateway) Unwrap() error { return api.ErrUnavailable }
+
+// agentMessage reads the message of an agent's error reply.
+func agentMessage(resp *http.Response) string {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var eb api.ErrorBody
+	if json.Unmarshal(b, &eb) == nil && eb.Error.Message != "" {
+		return eb.Error.Message
+	}
+	if s := strings.TrimSpace(string(b)); s != "" {
+		return s
+	}
+	return http.StatusText(resp.StatusCode)
+}

@@ -1,0 +1,318 @@
+package scheduler
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/amberfn/amber/api"
+)
+
+// maxSpecBytes bounds a deploy request body.
+const maxSpecBytes = 1 << 20
+
+// Handler serves the scheduler's API:
+//
+//	GET    /healthz                               (no auth) "ok"
+//	POST   /v1/images                             body: OCI image archive → 201 {"digest","size"}
+//	GET    /v1/images/{digest}                    the archive
+//	PUT    /v1/functions/{name}                   body: api.FunctionSpec → 201 (new version) or 200 (unchanged) api.Function
+//	GET    /v1/functions                          []api.FunctionStatus, by name
+//	GET    /v1/functions/{name}                   api.FunctionStatus
+//	DELETE /v1/functions/{name}                   204
+//	GET    /v1/functions/{name}/versions          []api.Function, oldest first
+//	GET    /v1/functions/{name}/versions/{v}      api.Function
+//	POST   /v1/functions/{name}/invoke            body: payload → the agent's answer, Amber-* headers
+//	POST   /v1/agents/heartbeat                   body: api.Heartbeat → 204
+//	GET    /v1/agents                             []api.AgentStatus, by name
+//	GET    /v1/state                              api.ClusterState
+//
+// Every /v1 endpoint requires "Authorization: Bearer TOKEN" when a token is
+// configured. Errors are api.ErrorBody.
+func (s *Scheduler) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	v1 := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.auth(h)) }
+	v1("POST /v1/images", s.handleUploadImage)
+	v1("GET /v1/images/{digest}", s.handleGetImage)
+	v1("PUT /v1/functions/{name}", s.handleDeploy)
+	v1("GET /v1/functions", s.handleListFunctions)
+	v1("GET /v1/functions/{name}", s.handleGetFunction)
+	v1("DELETE /v1/functions/{name}", s.handleDeleteFunction)
+	v1("GET /v1/functions/{name}/versions", s.handleListVersions)
+	v1("GET /v1/functions/{name}/versions/{version}", s.handleGetVersion)
+	v1("POST /v1/functions/{name}/invoke", s.handleInvoke)
+	v1("POST /v1/agents/heartbeat", s.handleHeartbeat)
+	v1("GET /v1/agents", s.handleListAgents)
+	v1("GET /v1/state", s.handleState)
+	v1("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		api.WriteError(w, fmt.Errorf("no endpoint %s %s: %w", r.Method, r.URL.Path, api.ErrNotFound))
+	})
+	return mux
+}
+
+// auth checks the bearer token in constant time.
+func (s *Scheduler) auth(h http.Handler) http.Handler {
+	if s.token == "" {
+		return h
+	}
+	want := []byte("Bearer " + s.token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="amber"`)
+			api.WriteError(w, fmt.Errorf("missing or wrong bearer token: %w", api.ErrUnauthorized))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// writeError writes err as an api.ErrorBody; agent failures are 502.
+func writeError(w http.ResponseWriter, err error) {
+	if errors.Is(err, errBadGateway) {
+		api.WriteJSON(w, http.StatusBadGateway, api.ErrorBody{Error: api.ErrorDetail{Code: "BadGateway", Message: err.Error()}})
+		return
+	}
+	api.WriteError(w, err)
+}
+
+// decodeJSON reads one JSON value of at most limit bytes into v, naming
+// the problem when it cannot.
+func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	body := http.MaxBytesReader(w, r.Body, limit)
+	dec := json.NewDecoder(body)
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		var ute *json.UnmarshalTypeError
+		var se *json.SyntaxError
+		switch {
+		case errors.As(err, &mbe):
+			return fmt.Errorf("request body is over %d bytes: %w", limit, api.ErrTooLarge)
+		case errors.Is(err, io.EOF):
+			return api.Invalid("body", "empty request body; want JSON")
+		case errors.As(err, &ute):
+			field := ute.Field
+			if field == "" {
+				field = "body"
+			}
+			return api.Invalid(field, "want a JSON %s, got %s", ute.Type, ute.Value)
+		case errors.As(err, &se):
+			return api.Invalid("body", "malformed JSON at byte %d: %v", se.Offset, err)
+		default:
+			return api.Invalid("body", "malformed JSON: %v", err)
+		}
+	}
+	if dec.More() {
+		return api.Invalid("body", "malformed JSON: more than one value")
+	}
+	return nil
+}
+
+func (s *Scheduler) handleUploadImage(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength > s.maxImageBytes {
+		api.WriteError(w, fmt.Errorf("image archive of %d bytes is over the %d-byte limit: %w", r.ContentLength, s.maxImageBytes, api.ErrTooLarge))
+		return
+	}
+	start := time.Now()
+	digest, size, err := s.images.put(r.Body)
+	if err != nil {
+		s.log.Warn("image upload refused", "err", err.Error())
+		api.WriteError(w, err)
+		return
+	}
+	s.log.Info("image stored", "digest", digest, "size", size, "elapsed", time.Since(start))
+	api.WriteJSON(w, http.StatusCreated, api.ImageUpload{Digest: digest, Size: size})
+}
+
+func (s *Scheduler) handleGetImage(w http.ResponseWriter, r *http.Request) {
+	digest := r.PathValue("digest")
+	f, err := s.images.open(digest)
+	if err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-tar")
+	w.Header().Set("ETag", `"`+digest+`"`)
+	http.ServeContent(w, r, "", fi.ModTime(), f)
+}
+
+func (s *Scheduler) handleDeploy(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := api.ValidateName("name", name); err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	var spec api.FunctionSpec
+	if err := decodeJSON(w, r, maxSpecBytes, &spec); err != nil {
+		// api.Duration's own decode errors start with "duration".
+		if fe := (*api.FieldError)(nil); errors.As(err, &fe) && fe.Field == "body" && strings.Contains(fe.Reason, ": duration") {
+			fe.Field = "timeout"
+		}
+		api.WriteError(w, err)
+		return
+	}
+	fn, created, err := s.deploy(name, spec)
+	if err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+		s.log.Info("function deployed", "function", fn.Name, "version", fn.Version, "image", fn.Image,
+			"memory_mb", fn.MemoryMB, "timeout", fn.Timeout.String())
+	}
+	api.WriteJSON(w, status, fn)
+}
+
+// deploy applies defaults, validates spec and stores it as name's next
+// version (or returns the latest when nothing changed).
+func (s *Scheduler) deploy(name string, spec api.FunctionSpec) (*api.Function, bool, error) {
+	if spec.Name == "" {
+		spec.Name = name
+	}
+	if spec.Name != name {
+		return nil, false, api.Invalid("name", "%q in the body does not match %q in the path", spec.Name, name)
+	}
+	if spec.MemoryMB == 0 {
+		spec.MemoryMB = api.DefaultMemory
+	}
+	if spec.Timeout == 0 {
+		spec.Timeout = api.Duration(api.DefaultTimeout)
+	}
+	if len(spec.Env) == 0 {
+		spec.Env = nil
+	}
+	if err := spec.Validate(); err != nil {
+		return nil, false, err
+	}
+	if !s.images.has(spec.Image) {
+		return nil, false, api.Invalid("image", "%s is not in the image store; upload it first (POST /v1/images)", spec.Image)
+	}
+	return s.reg.put(spec)
+}
+
+// status builds a function's status from the registry, heartbeats and counters.
+func (s *Scheduler) status(fn api.Function, instances map[string][]api.Instance) api.FunctionStatus {
+	in := instances[fn.Name]
+	if in == nil {
+		in = []api.Instance{}
+	}
+	return api.FunctionStatus{Function: fn, Instances: in, Stats: s.statsFor(fn.Name)}
+}
+
+func (s *Scheduler) functionStatuses() ([]api.FunctionStatus, error) {
+	fns, err := s.reg.list()
+	if err != nil {
+		return nil, err
+	}
+	instances := s.instancesByFunction()
+	out := make([]api.FunctionStatus, 0, len(fns))
+	for _, fn := range fns {
+		out = append(out, s.status(fn, instances))
+	}
+	return out, nil
+}
+
+func (s *Scheduler) handleListFunctions(w http.ResponseWriter, _ *http.Request) {
+	out, err := s.functionStatuses()
+	if err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, out)
+}
+
+func (s *Scheduler) handleGetFunction(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	fn, err := s.reg.latest(name)
+	if err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, s.status(*fn, s.instancesByFunction()))
+}
+
+func (s *Scheduler) handleDeleteFunction(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := s.reg.remove(name); err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	s.dropStats(name)
+	s.log.Info("function deleted", "function", name)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Scheduler) handleListVersions(w http.ResponseWriter, r *http.Request) {
+	out, err := s.reg.versions(r.PathValue("name"))
+	if err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, out)
+}
+
+func (s *Scheduler) handleGetVersion(w http.ResponseWriter, r *http.Request) {
+	v, err := strconv.Atoi(r.PathValue("version"))
+	if err != nil || v < 1 {
+		api.WriteError(w, api.Invalid("version", "%q: want a positive integer", r.PathValue("version")))
+		return
+	}
+	fn, err := s.reg.version(r.PathValue("name"), v)
+	if err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, fn)
+}
+
+func (s *Scheduler) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
+	var hb api.Heartbeat
+	if err := decodeJSON(w, r, 8<<20, &hb); err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	if err := s.heartbeat(hb); err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Scheduler) handleListAgents(w http.ResponseWriter, _ *http.Request) {
+	api.WriteJSON(w, http.StatusOK, s.agentStatuses())
+}
+
+// State returns the cluster picture: agents, functions, counters.
+func (s *Scheduler) State() (*api.ClusterState, error) {
+	fns, err := s.functionStatuses()
+	if err != nil {
+		return nil, err
+	}
+	return &api.ClusterState{Time: s.now().UTC(), Agents: s.agentStatuses(), Functions: fns}, nil
+}
+
+func (s *Scheduler) handleState(w http.ResponseWriter, _ *http.Request) {
+	st, err := s.State()
+	if err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, st)
+}

@@ -1,0 +1,118 @@
+package scheduler
+
+import (
+	"fmt"
+	"hash/fnv"
+
+	"github.com/amberfn/amber/api"
+)
+
+// Candidate is one agent as placement sees it: a pure value built from the
+// membership table, so placement is tested over in-memory state alone.
+type Candidate struct {
+	Name       string
+	State      api.AgentState
+	CapacityMB int
+	ReservedMB int // memory held by invocations in flight on this agent
+	// IdleInstances is how many idle instances of the requested function
+	// version the agent's last heartbeat showed, minus those the scheduler
+	// has handed out since that heartbeat.
+	IdleInstances int
+}
+
+// FreeMB is the memory left for new invocations.
+func (c Candidate) FreeMB() int { return c.CapacityMB - c.ReservedMB }
+
+// PlacementRequest is what is being placed.
+type PlacementRequest struct {
+	Function string
+	Version  int
+	MemoryMB int
+	// Exclude names agents not to use (they refused a connection for this
+	// request already).
+	Exclude map[string]bool
+}
+
+// Placement reasons.
+const (
+	ReasonIdleInstance = "idle-instance" // an idle warm instance is waiting there
+	ReasonFreeMemory   = "free-memory"   // the ready agent with the most free memory
+)
+
+// Placement is where an invocation goes, and why.
+type Placement struct {
+	Agent  string
+	Reason string
+}
+
+// Place picks an agent for req among cands:
+//
+//  1. a ready agent with an unclaimed idle instance of the function version
+//     (the most unclaimed idle instances first; its memory is already
+//     allocated, so no free memory is required);
+//  2. else the ready agent with the most free memory, if it has at least
+//     req.MemoryMB free.
+//
+// Ties go to the function's home agent: the highest rendezvous hash of
+// (function, agent), which is stable for a function and moves only the
+// functions homed on an agent when that agent joins or leaves. Suspect and
+// gone agents are never chosen. It returns an error wrapping
+// api.ErrUnavailable when no agent fits.
+func Place(req PlacementRequest, cands []Candidate) (Placement, error) {
+	var best *Candidate
+	bestReason := ""
+	better := func(c *Candidate, reason string) bool {
+		if best == nil {
+			return true
+		}
+		if (reason == ReasonIdleInstance) != (bestReason == ReasonIdleInstance) {
+			return reason == ReasonIdleInstance
+		}
+		if reason == ReasonIdleInstance && c.IdleInstances != best.IdleInstances {
+			return c.IdleInstances > best.IdleInstances
+		}
+		if c.FreeMB() != best.FreeMB() {
+			return c.FreeMB() > best.FreeMB()
+		}
+		return homeScore(req.Function, c.Name) > homeScore(req.Function, best.Name)
+	}
+	for i := range cands {
+		c := &cands[i]
+		if c.State != api.AgentReady || req.Exclude[c.Name] {
+			continue
+		}
+		reason := ""
+		switch {
+		case c.IdleInstances > 0:
+			reason = ReasonIdleInstance
+		case c.FreeMB() >= req.MemoryMB:
+			reason = ReasonFreeMemory
+		default:
+			continue
+		}
+		if better(c, reason) {
+			best, bestReason = c, reason
+		}
+	}
+	if best == nil {
+		return Placement{}, fmt.Errorf("no ready agent with %d MB free for function %s: %w", req.MemoryMB, req.Function, api.ErrUnavailable)
+	}
+	return Placement{Agent: best.Name, Reason: bestReason}, nil
+}
+
+// homeScore is the rendezvous (highest random weight) hash of a function on
+// an agent: the agent with the highest score is the function's home.
+func homeScore(function, agent string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(function))
+	h.Write([]byte{0})
+	h.Write([]byte(agent))
+	// fnv's low bits mix poorly for short inputs; finish with a 64-bit mixer.
+	x := h.Sum64()
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	return x
+}
