@@ -147,6 +147,11 @@ func (s *Scheduler) handleInvoke(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, err)
 		return
 	}
+	// Lambda takes JSON events only: refuse anything else before it reaches a runtime.
+	if len(bytes.TrimSpace(payload)) > 0 && !json.Valid(payload) {
+		api.WriteError(w, api.Invalid("payload", "the request body is not valid JSON (%d bytes)", len(payload)))
+		return
+	}
 	reqID := s.newRequestID()
 	log := s.log.With("function", name, "version", fn.Version, "request_id", reqID)
 

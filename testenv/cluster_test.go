@@ -38,7 +38,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func cluster(t *testing.T) *fixture {
+func cluster(t *testing.T) *fixture { return clusterB(t) }
+
+func clusterB(t testing.TB) *fixture {
 	t.Helper()
 	testenv.Require(t, testenv.CheckContainerd())
 	fixOnce.Do(func() {
@@ -69,7 +71,7 @@ func cluster(t *testing.T) *fixture {
 	return fix
 }
 
-func deploy(t *testing.T, c *api.Client, name, archive string, mutate ...func(*api.FunctionSpec)) *api.Function {
+func deploy(t testing.TB, c *api.Client, name, archive string, mutate ...func(*api.FunctionSpec)) *api.Function {
 	t.Helper()
 	ctx := t.Context()
 	f, err := os.Open(archive)

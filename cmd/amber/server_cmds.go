@@ -184,6 +184,11 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, "stopping the cluster …")
 		cl.Stop()
 	}()
+	// Put this amber on PATH for shells that source DIR/env.
+	if env, err := os.OpenFile(cl.EnvFile(), os.O_APPEND|os.O_WRONLY, 0o600); err == nil {
+		fmt.Fprintf(env, "export PATH=%s:\"$PATH\"\n", filepath.Dir(defaultInit()))
+		env.Close()
+	}
 	if err := deployExamples(ctx, cl.Client(), *examples, stdout); err != nil {
 		return err
 	}

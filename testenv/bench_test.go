@@ -1,0 +1,121 @@
+package testenv_test
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/amberfn/amber/api"
+)
+
+// percentile returns the p-th percentile (0–100) of ds, sorting it.
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	i := int(float64(len(ds)-1) * p / 100)
+	return ds[i]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// BenchmarkColdStart compares a cold start of examples/hello through the
+// whole path (client → scheduler → agent → new container → amber-init →
+// aws-lambda-go runtime → response) with `ctr run --rm` of the same image
+// on the same containerd, interleaved in one run so machine noise hits both.
+func BenchmarkColdStart(b *testing.B) {
+	f := clusterB(b)
+	c := f.cluster.Client()
+	ctx := b.Context()
+	base := deploy(b, c, "bench-cold", f.images["hello"])
+	ctrArgs := []string{"--address", f.cluster.Containerd.Address, "--namespace", "bench"}
+	out, err := exec.Command("ctr", append(ctrArgs, "images", "import", "--index-name", "bench/hello", f.images["hello"])...).CombinedOutput()
+	if err != nil {
+		b.Fatalf("ctr import: %v\n%s", err, out)
+	}
+	rounds := benchRounds(b, 15)
+	var amber, ctr []time.Duration
+	for i := 0; i < rounds; i++ {
+		// A new version has no warm instance anywhere: the next invoke is cold.
+		spec := base.FunctionSpec
+		spec.Env = map[string]string{"ROUND": strconv.Itoa(i)}
+		if _, err := c.Deploy(ctx, spec); err != nil {
+			b.Fatal(err)
+		}
+		t0 := time.Now()
+		res, err := c.Invoke(ctx, "bench-cold", []byte(`{"name":"bench"}`))
+		d := time.Since(t0)
+		if err != nil || res.FunctionError != "" || res.StartKind != api.StartCold {
+			b.Fatalf("cold invoke: %v %s %s", err, res.StartKind, res.Payload)
+		}
+		amber = append(amber, d)
+
+		t0 = time.Now()
+		// The bootstrap exits at once outside Lambda: a container start, exec and exit.
+		cmd := exec.Command("ctr", append(ctrArgs, "run", "--rm", "bench/hello", fmt.Sprintf("bench-%d", i), "/var/task/bootstrap")...)
+		_ = cmd.Run()
+		ctr = append(ctr, time.Since(t0))
+	}
+	ap50, cp50 := percentile(amber, 50), percentile(ctr, 50)
+	b.ReportMetric(ms(ap50), "cold-p50-ms")
+	b.ReportMetric(ms(percentile(amber, 99)), "cold-p99-ms")
+	b.ReportMetric(ms(cp50), "ctr-run-p50-ms")
+	b.ReportMetric(float64(ap50)/float64(cp50), "cold/ctr-run")
+	b.Logf("%d rounds: amber cold start p50 %.1f ms p99 %.1f ms; ctr run --rm p50 %.1f ms p99 %.1f ms; ratio %.2f",
+		rounds, ms(ap50), ms(percentile(amber, 99)), ms(cp50), ms(percentile(ctr, 99)), float64(ap50)/float64(cp50))
+}
+
+// BenchmarkWarmInvoke measures sequential warm invocations of
+// examples/hello through the scheduler and an agent, next to a bare
+// loopback HTTP round trip to the scheduler (/healthz) in the same run.
+func BenchmarkWarmInvoke(b *testing.B) {
+	f := clusterB(b)
+	c := f.cluster.Client()
+	ctx := b.Context()
+	deploy(b, c, "bench-warm", f.images["hello"])
+	if _, err := c.Invoke(ctx, "bench-warm", []byte(`{}`)); err != nil {
+		b.Fatal(err)
+	}
+	n := benchRounds(b, 1000)
+	warm := make([]time.Duration, 0, n)
+	bare := make([]time.Duration, 0, n)
+	hc := &http.Client{}
+	for i := 0; i < n; i++ {
+		t0 := time.Now()
+		res, err := c.Invoke(ctx, "bench-warm", []byte(`{"name":"bench"}`))
+		d := time.Since(t0)
+		if err != nil || res.StartKind != api.StartWarm {
+			b.Fatalf("warm invoke %d: %v %v", i, err, res)
+		}
+		warm = append(warm, d)
+		t0 = time.Now()
+		resp, err := hc.Get(f.cluster.SchedulerURL + "/healthz")
+		if err != nil {
+			b.Fatal(err)
+		}
+		resp.Body.Close()
+		bare = append(bare, time.Since(t0))
+	}
+	wp50, wp99 := percentile(warm, 50), percentile(warm, 99)
+	bp50 := percentile(bare, 50)
+	b.ReportMetric(float64(wp50.Microseconds()), "warm-p50-µs")
+	b.ReportMetric(float64(wp99.Microseconds()), "warm-p99-µs")
+	b.ReportMetric(float64(bp50.Microseconds()), "http-p50-µs")
+	b.ReportMetric(float64(wp50)/float64(bp50), "warm/http")
+	b.Logf("%d sequential invokes: warm p50 %s p99 %s; bare loopback HTTP p50 %s p99 %s",
+		n, wp50, wp99, bp50, percentile(bare, 99))
+}
+
+// benchRounds is the number of rounds, AMBER_BENCH_ROUNDS or def.
+func benchRounds(b *testing.B, def int) int {
+	if v, err := strconv.Atoi(os.Getenv("AMBER_BENCH_ROUNDS")); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
