@@ -534,6 +534,12 @@ func TestInvokePinnedVersion(t *testing.T) {
 	}
 	errorBody(t, ts.do(t, "POST", "/v1/functions/echo/invoke", nil, api.HeaderVersion, "7"), http.StatusNotFound)
 	errorBody(t, ts.do(t, "POST", "/v1/functions/echo/invoke", nil, api.HeaderVersion, "x"), http.StatusBadRequest)
+	if e := errorBody(t, ts.do(t, "POST", "/v1/functions/echo/invoke", strings.NewReader("{bad")), http.StatusBadRequest); e.Field != "payload" {
+		t.Errorf("non-JSON payload: field %q, want payload", e.Field)
+	}
+	if n := len(ag.got()); n != 2 {
+		t.Errorf("a refused payload reached the agent (%d requests)", n)
+	}
 }
 
 // deadURL returns a URL nothing listens on.
@@ -601,8 +607,8 @@ func TestInvokeFailures(t *testing.T) {
 		ag := newFakeAgent(t, "live")
 		ts.heartbeat(t, agentHB("dead", deadURL(t), 8192)) // most free memory: tried first
 		ts.heartbeat(t, agentHB("live", ag.srv.URL, 1024))
-		resp := ts.do(t, "POST", "/v1/functions/echo/invoke", strings.NewReader("x"))
-		if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || string(b) != "x" {
+		resp := ts.do(t, "POST", "/v1/functions/echo/invoke", strings.NewReader(`"x"`))
+		if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || string(b) != `"x"` {
 			t.Fatalf("invoke: %d %s", resp.StatusCode, b)
 		}
 		if len(ag.got()) != 1 {
