@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Client talks to the scheduler's HTTP API. It is used by the CLI, the
@@ -272,4 +273,22 @@ func (c *Client) State(ctx context.Context) (*ClusterState, error) {
 		return nil, err
 	}
 	return &out, nil
+}
+
+// Logs returns up to limit of a function's most recent log records after
+// since (zero: from the oldest kept), gathered from every agent, oldest
+// first. GET /v1/functions/{name}/logs
+func (c *Client) Logs(ctx context.Context, name string, since time.Time, limit int) ([]LogRecord, error) {
+	q := url.Values{}
+	if !since.IsZero() {
+		q.Set("since", since.Format(time.RFC3339Nano))
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var out []LogRecord
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/functions/"+url.PathEscape(name)+"/logs?"+q.Encode(), nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
 }

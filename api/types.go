@@ -199,3 +199,23 @@ type ErrorDetail struct {
 	Message string `json:"message"`
 	Field   string `json:"field,omitempty"`
 }
+
+// Log streams of a LogRecord.
+const (
+	StreamStdout   = "stdout"
+	StreamStderr   = "stderr"
+	StreamPlatform = "platform" // START, END and REPORT lines
+)
+
+// LogRecord is one line of a function's log: the runtime's output, or a
+// platform line (START, END, REPORT) as Lambda writes them.
+type LogRecord struct {
+	Time      time.Time `json:"time"`
+	Function  string    `json:"function"`
+	Version   int       `json:"version"`
+	Agent     string    `json:"agent"`
+	Instance  string    `json:"instance"`
+	RequestID string    `json:"request_id,omitempty"`
+	Stream    string    `json:"stream"`
+	Text      string    `json:"text"`
+}

@@ -29,6 +29,7 @@ const maxSpecBytes = 1 << 20
 //	GET    /v1/functions/{name}/versions          []api.Function, oldest first
 //	GET    /v1/functions/{name}/versions/{v}      api.Function
 //	POST   /v1/functions/{name}/invoke            body: payload → the agent's answer, Amber-* headers
+//	GET    /v1/functions/{name}/logs?since=&limit=  []api.LogRecord from every agent, oldest first
 //	POST   /v1/agents/heartbeat                   body: api.Heartbeat → 204
 //	GET    /v1/agents                             []api.AgentStatus, by name
 //	GET    /v1/state                              api.ClusterState
@@ -51,6 +52,7 @@ func (s *Scheduler) Handler() http.Handler {
 	v1("GET /v1/functions/{name}/versions", s.handleListVersions)
 	v1("GET /v1/functions/{name}/versions/{version}", s.handleGetVersion)
 	v1("POST /v1/functions/{name}/invoke", s.handleInvoke)
+	v1("GET /v1/functions/{name}/logs", s.handleLogs)
 	v1("POST /v1/agents/heartbeat", s.handleHeartbeat)
 	v1("GET /v1/agents", s.handleListAgents)
 	v1("GET /v1/state", s.handleState)

@@ -196,3 +196,44 @@ func cmdConsole(ctx context.Context, args []string) error {
 	}
 	return tui.Run(ctx, client())
 }
+
+func cmdLogs(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("logs", flag.ContinueOnError)
+	follow := fs.Bool("f", false, "follow: keep printing new lines")
+	sinceD := fs.Duration("since", 0, "only lines newer than this (e.g. 10m)")
+	limit := fs.Int("n", 200, "at most this many lines at first")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("usage: amber logs NAME [-f] [--since DURATION] [-n N]")
+	}
+	var since time.Time
+	if *sinceD > 0 {
+		since = time.Now().Add(-*sinceD)
+	}
+	c := client()
+	for {
+		recs, err := c.Logs(ctx, pos[0], since, *limit)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		for _, r := range recs {
+			fmt.Fprintf(stdout, "%s %s/%s %s\n", r.Time.UTC().Format("2006-01-02T15:04:05.000Z"), r.Agent, r.Instance, r.Text)
+			since = r.Time
+		}
+		if !*follow {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(500 * time.Millisecond):
+		}
+		*limit = 5000
+	}
+}

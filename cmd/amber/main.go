@@ -23,6 +23,7 @@ usage:
   amber deploy NAME --image IMAGE.tar [--memory MB] [--timeout DURATION] [--env K=V ...]
   amber invoke NAME [--data JSON | --data @FILE]
   amber ls [-o json]
+  amber logs NAME [-f] [--since DURATION] [-n N]
   amber console
   amber scheduler [flags]
   amber agent [flags]
@@ -72,6 +73,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdInvoke(ctx, rest, stdout, stderr)
 	case "ls":
 		return cmdLs(ctx, rest, stdout)
+	case "logs":
+		return cmdLogs(ctx, rest, stdout)
 	case "console":
 		return cmdConsole(ctx, rest)
 	case "scheduler":
