@@ -37,6 +37,7 @@ type Agent struct {
 	log        *slog.Logger
 	stats      func() api.NodeStats
 	kick       chan struct{}
+	initWait   time.Duration // bound on a cold start's init (InitTimeout)
 
 	mu    sync.Mutex
 	fns   map[fnKey]*api.Function
@@ -78,6 +79,9 @@ func WithLogger(l *slog.Logger) Option { return func(a *Agent) { a.log = l } }
 // withLauncher replaces the containerd launcher (unit tests only).
 func withLauncher(l launcher) Option { return func(a *Agent) { a.launch = l } }
 
+// withInitTimeout shortens InitTimeout (unit tests only).
+func withInitTimeout(d time.Duration) Option { return func(a *Agent) { a.initWait = d } }
+
 // WithLauncher runs instances through containerd.
 func WithLauncher(c *Containerd) Option { return func(a *Agent) { a.launch = c } }
 
@@ -85,7 +89,7 @@ func WithLauncher(c *Containerd) Option { return func(a *Agent) { a.launch = c }
 func New(reg Registry, opts ...Option) (*Agent, error) {
 	a := &Agent{
 		name: "agent", capacityMB: 4096, keepAlive: 10 * time.Minute, interval: time.Second,
-		reg: reg, log: slog.Default(), stats: nodeStats, kick: make(chan struct{}, 1),
+		reg: reg, log: slog.Default(), stats: nodeStats, kick: make(chan struct{}, 1), initWait: InitTimeout,
 		fns: map[fnKey]*api.Function{}, idle: map[fnKey][]*instance{}, all: map[string]*instance{},
 	}
 	for _, o := range opts {
@@ -234,7 +238,9 @@ func (a *Agent) release(k fnKey, in *instance, healthy bool) {
 	a.mu.Lock()
 	a.busy--
 	if healthy && !a.close {
+		in.mu.Lock() // snapshot reads kind under in.mu
 		in.kind = api.StartWarm
+		in.mu.Unlock()
 		a.idle[k] = append(a.idle[k], in)
 		a.mu.Unlock()
 		a.notify()
@@ -279,7 +285,7 @@ func (a *Agent) Invoke(ctx context.Context, name string, version int, reqID stri
 		a.mu.Unlock()
 		id := newID(name)
 		started := time.Now()
-		in, err = startInstance(ctx, a.launch, id, fn, a.log)
+		in, err = startInstance(ctx, a.launch, id, fn, a.initWait, a.log)
 		if err != nil {
 			a.mu.Lock()
 			a.busy--
@@ -379,4 +385,3 @@ func (a *Agent) Shutdown(ctx context.Context) {
 	}
 	wg.Wait()
 }
-

@@ -88,7 +88,7 @@ type instance struct {
 // startInstance launches an instance and waits for its runtime to finish
 // init. On failure the instance is already cleaned up and the error is a
 // *api.FunctionError the invoker should see, or a platform error.
-func startInstance(ctx context.Context, l launcher, id string, fn *api.Function, log *slog.Logger) (*instance, error) {
+func startInstance(ctx context.Context, l launcher, id string, fn *api.Function, initTimeout time.Duration, log *slog.Logger) (*instance, error) {
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	in := &instance{
@@ -112,7 +112,7 @@ func startInstance(ctx context.Context, l launcher, id string, fn *api.Function,
 		outW.Close()
 	}()
 	in.setState(api.StateInitializing)
-	timer := time.NewTimer(InitTimeout)
+	timer := time.NewTimer(initTimeout)
 	defer timer.Stop()
 	select {
 	case <-in.initDone:
@@ -127,7 +127,7 @@ func startInstance(ctx context.Context, l launcher, id string, fn *api.Function,
 	case <-timer.C:
 		in.close(context.WithoutCancel(ctx))
 		return nil, &api.FunctionError{ErrorType: "Runtime.InitTimeout",
-			ErrorMessage: fmt.Sprintf("init did not finish within %s (the runtime never called /next)%s", InitTimeout, in.lastOutput())}
+			ErrorMessage: fmt.Sprintf("init did not finish within %s (the runtime never called /next)%s", initTimeout, in.lastOutput())}
 	case <-ctx.Done():
 		in.close(context.WithoutCancel(ctx))
 		return nil, ctx.Err()
