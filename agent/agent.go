@@ -37,6 +37,7 @@ type Agent struct {
 	log        *slog.Logger
 	stats      func() api.NodeStats
 	kick       chan struct{}
+	logs       *logStore
 	initWait   time.Duration // bound on a cold start's init (InitTimeout)
 
 	mu    sync.Mutex
@@ -89,7 +90,7 @@ func WithLauncher(c *Containerd) Option { return func(a *Agent) { a.launch = c }
 func New(reg Registry, opts ...Option) (*Agent, error) {
 	a := &Agent{
 		name: "agent", capacityMB: 4096, keepAlive: 10 * time.Minute, interval: time.Second,
-		reg: reg, log: slog.Default(), stats: nodeStats, kick: make(chan struct{}, 1), initWait: InitTimeout,
+		reg: reg, log: slog.Default(), stats: nodeStats, kick: make(chan struct{}, 1), logs: newLogStore(), initWait: InitTimeout,
 		fns: map[fnKey]*api.Function{}, idle: map[fnKey][]*instance{}, all: map[string]*instance{},
 	}
 	for _, o := range opts {
@@ -285,7 +286,8 @@ func (a *Agent) Invoke(ctx context.Context, name string, version int, reqID stri
 		a.mu.Unlock()
 		id := newID(name)
 		started := time.Now()
-		in, err = startInstance(ctx, a.launch, id, fn, a.initWait, a.log)
+		in, err = startInstance(ctx, instanceConfig{launcher: a.launch, id: id, fn: fn, agent: a.name,
+			initTimeout: a.initWait, log: a.log, logs: a.logs.add})
 		if err != nil {
 			a.mu.Lock()
 			a.busy--
@@ -308,10 +310,13 @@ func (a *Agent) Invoke(ctx context.Context, name string, version int, reqID stri
 		res.InitDuration = in.initTime
 	}
 	res.Instance = in.id
+	a.platformLog(in, reqID, fmt.Sprintf("START RequestId: %s Version: %d", reqID, version))
 	start := time.Now()
 	out, err := in.invoke(ctx, reqID, payload, time.Duration(fn.Timeout))
 	res.Duration = time.Since(start)
 	res.BilledMs = api.BilledMillis(res.Duration)
+	a.platformLog(in, reqID, "END RequestId: "+reqID)
+	a.platformLog(in, reqID, reportLine(res))
 	a.release(k, in, err == nil)
 	switch {
 	case err == nil && out.kind == api.FrameError:
@@ -330,6 +335,27 @@ func (a *Agent) Invoke(ctx context.Context, name string, version int, reqID stri
 	}
 	a.log.Debug("invoked", "function", name, "request_id", reqID, "start", res.StartKind, "duration", res.Duration)
 	return res, nil
+}
+
+// platformLog adds a START, END or REPORT line to the function's log.
+func (a *Agent) platformLog(in *instance, reqID, text string) {
+	a.logs.add(api.LogRecord{Time: time.Now(), Function: in.fn.Name, Version: in.fn.Version, Agent: a.name,
+		Instance: in.id, RequestID: reqID, Stream: api.StreamPlatform, Text: text})
+}
+
+// reportLine is Lambda's REPORT line for a finished invocation.
+func reportLine(r *api.InvokeResult) string {
+	line := fmt.Sprintf("REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB",
+		r.RequestID, float64(r.Duration.Microseconds())/1000, r.BilledMs, r.MemoryMB)
+	if r.StartKind == api.StartCold {
+		line += fmt.Sprintf("\tInit Duration: %.2f ms", float64(r.InitDuration.Microseconds())/1000)
+	}
+	return line
+}
+
+// Logs returns up to limit of the newest log lines of a function after since.
+func (a *Agent) Logs(function string, since time.Time, limit int) []api.LogRecord {
+	return a.logs.since(function, since, limit)
 }
 
 func (a *Agent) failed(res *api.InvokeResult, fe *api.FunctionError) *api.InvokeResult {

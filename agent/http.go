@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/amberfn/amber/api"
 )
@@ -22,12 +23,14 @@ func mustJSON(v any) []byte {
 // Handler serves the agent's API:
 //
 //	POST /v1/functions/{name}/invoke   (Amber-Function-Version, Amber-Request-Id headers; body = payload)
+//	GET  /v1/functions/{name}/logs?since=RFC3339Nano&limit=N
 //	GET  /v1/instances
 //	GET  /healthz
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("POST /v1/functions/{name}/invoke", a.auth(a.handleInvoke))
+	mux.HandleFunc("GET /v1/functions/{name}/logs", a.auth(a.handleLogs))
 	mux.HandleFunc("GET /v1/instances", a.auth(func(w http.ResponseWriter, _ *http.Request) {
 		api.WriteJSON(w, http.StatusOK, a.Instances())
 	}))
@@ -76,4 +79,31 @@ func (a *Agent) handleInvoke(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(res.Payload)
+}
+
+func (a *Agent) handleLogs(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := api.ValidateName("function", name); err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	var since time.Time
+	if v := r.URL.Query().Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			api.WriteError(w, api.Invalid("since", "%q is not an RFC 3339 time", v))
+			return
+		}
+		since = t
+	}
+	limit := 200
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxLogRecords {
+			api.WriteError(w, api.Invalid("limit", "%q: want 1–%d", v, maxLogRecords))
+			return
+		}
+		limit = n
+	}
+	api.WriteJSON(w, http.StatusOK, a.Logs(name, since, limit))
 }

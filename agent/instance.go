@@ -58,12 +58,14 @@ type pendingCall struct {
 // instance is the agent's side of one function instance: the frame
 // stream to and from its amber-init and its lifecycle state.
 type instance struct {
-	id   string
-	fn   *api.Function
-	kind api.StartKind
-	log  *slog.Logger
-	proc process
-	w    *api.FrameWriter
+	id    string
+	fn    *api.Function
+	agent string
+	logs  func(api.LogRecord)
+	kind  api.StartKind
+	log   *slog.Logger
+	proc  process
+	w     *api.FrameWriter
 
 	stdinW  *io.PipeWriter
 	stdoutR *io.PipeReader
@@ -76,6 +78,7 @@ type instance struct {
 	mu          sync.Mutex
 	state       api.InstanceState
 	pending     *pendingCall
+	current     string // request id of the invocation in flight, for log lines
 	initErr     *api.FunctionError
 	exitReason  string
 	exitOutput  string
@@ -85,20 +88,35 @@ type instance struct {
 	initTime    time.Duration
 }
 
+// instanceConfig is what startInstance needs.
+type instanceConfig struct {
+	launcher    launcher
+	id          string
+	fn          *api.Function
+	agent       string
+	initTimeout time.Duration
+	log         *slog.Logger
+	logs        func(api.LogRecord) // where the runtime's output goes
+}
+
 // startInstance launches an instance and waits for its runtime to finish
 // init. On failure the instance is already cleaned up and the error is a
 // *api.FunctionError the invoker should see, or a platform error.
-func startInstance(ctx context.Context, l launcher, id string, fn *api.Function, initTimeout time.Duration, log *slog.Logger) (*instance, error) {
+func startInstance(ctx context.Context, cfg instanceConfig) (*instance, error) {
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
+	fn, id, initTimeout := cfg.fn, cfg.id, cfg.initTimeout
 	in := &instance{
-		id: id, fn: fn, kind: api.StartCold, log: log.With("instance", id, "function", fn.Name),
-		w: api.NewFrameWriter(inW), stdinW: inW, stdoutR: outR,
+		id: id, fn: fn, agent: cfg.agent, kind: api.StartCold, log: cfg.log.With("instance", id, "function", fn.Name),
+		logs: cfg.logs, w: api.NewFrameWriter(inW), stdinW: inW, stdoutR: outR,
 		initDone: make(chan struct{}), dead: make(chan struct{}),
 		state: api.StateCreating, createdAt: time.Now(),
 	}
+	if in.logs == nil {
+		in.logs = func(api.LogRecord) {}
+	}
 	start := time.Now()
-	proc, err := l.Launch(ctx, launchSpec{ID: id, Fn: fn, Stdin: inR, Stdout: outW, Stderr: &lineLogger{log: in.log}})
+	proc, err := cfg.launcher.Launch(ctx, launchSpec{ID: id, Fn: fn, Stdin: inR, Stdout: outW, Stderr: &lineLogger{log: in.log}})
 	if err != nil {
 		inW.Close()
 		outW.Close()
@@ -116,6 +134,11 @@ func startInstance(ctx context.Context, l launcher, id string, fn *api.Function,
 	defer timer.Stop()
 	select {
 	case <-in.initDone:
+		if err := in.reportedInitError(); err != nil {
+			// The runtime said init failed yet asked for work: Lambda ends it there.
+			in.close(context.WithoutCancel(ctx))
+			return nil, err
+		}
 		in.mu.Lock()
 		in.initTime = time.Since(start)
 		in.state = api.StateIdle
@@ -126,6 +149,9 @@ func startInstance(ctx context.Context, l launcher, id string, fn *api.Function,
 		return nil, in.initFailure()
 	case <-timer.C:
 		in.close(context.WithoutCancel(ctx))
+		if err := in.reportedInitError(); err != nil {
+			return nil, err
+		}
 		return nil, &api.FunctionError{ErrorType: "Runtime.InitTimeout",
 			ErrorMessage: fmt.Sprintf("init did not finish within %s (the runtime never called /next)%s", initTimeout, in.lastOutput())}
 	case <-ctx.Done():
@@ -141,6 +167,17 @@ func (in *instance) lastOutput() string {
 		return ""
 	}
 	return "; last output:\n" + in.exitOutput
+}
+
+// reportedInitError is the error the runtime posted to /runtime/init/error, if any.
+func (in *instance) reportedInitError() error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.initErr == nil {
+		return nil
+	}
+	fe := *in.initErr
+	return &fe
 }
 
 // initFailure explains why an instance died before init finished.
@@ -209,7 +246,14 @@ func (in *instance) readLoop() {
 			in.initErr = &fe
 			in.mu.Unlock()
 		case api.FrameLog:
-			in.log.Debug("function output", "stream", f.Meta.Stream, "text", strings.ToValidUTF8(string(f.Body), "\uFFFD"))
+			in.mu.Lock()
+			req := in.current
+			in.mu.Unlock()
+			now := time.Now()
+			for _, line := range lines(f.Body) {
+				in.logs(api.LogRecord{Time: now, Function: in.fn.Name, Version: in.fn.Version, Agent: in.agent,
+					Instance: in.id, RequestID: req, Stream: f.Meta.Stream, Text: line})
+			}
 		case api.FrameExit:
 			in.mu.Lock()
 			in.exitReason = f.Meta.Reason
@@ -245,6 +289,7 @@ func (in *instance) invoke(ctx context.Context, reqID string, payload []byte, ti
 		return callResult{}, fmt.Errorf("instance %s is not idle (state %s, pending %v)", in.id, in.state, in.pending != nil)
 	}
 	in.pending = p
+	in.current = reqID
 	in.state = api.StateBusy
 	in.invocations++
 	in.lastUsed = time.Now()
@@ -264,6 +309,7 @@ func (in *instance) invoke(ctx context.Context, reqID string, payload []byte, ti
 	finish := func(s api.InstanceState) {
 		in.mu.Lock()
 		in.pending = nil
+		in.current = ""
 		if in.state != api.StateGone {
 			in.state = s
 		}

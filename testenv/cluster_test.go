@@ -266,3 +266,33 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("upload garbage: %v, want invalid", err)
 	}
 }
+
+func TestLogsCarryStartEndReport(t *testing.T) {
+	f := cluster(t)
+	c := f.cluster.Client()
+	deploy(t, c, "logged", f.images["shell"])
+	res, err := c.Invoke(t.Context(), "logged", []byte(`{"log":1}`))
+	if err != nil || res.FunctionError != "" {
+		t.Fatalf("invoke: %v %s", err, res.Payload)
+	}
+	recs, err := c.Logs(t.Context(), "logged", time.Time{}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var texts []string
+	for _, r := range recs {
+		if r.RequestID == res.RequestID {
+			texts = append(texts, r.Text)
+		}
+	}
+	joined := strings.Join(texts, "\n")
+	for _, want := range []string{"START RequestId: " + res.RequestID, "END RequestId: " + res.RequestID,
+		"REPORT RequestId: " + res.RequestID, "Billed Duration:", "Memory Size: 128 MB", "Init Duration:"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("logs for %s lack %q:\n%s", res.RequestID, want, joined)
+		}
+	}
+	if _, err := c.Logs(t.Context(), "no-such-fn", time.Time{}, 10); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("logs of unknown function: %v", err)
+	}
+}
