@@ -4,6 +4,7 @@ go 1.26.4
 
 require (
 	github.com/aws/aws-lambda-go v1.55.1
+	github.com/charmbracelet/bubbles v1.0.0
 	github.com/charmbracelet/bubbletea v1.3.10
 	github.com/charmbracelet/lipgloss v1.1.0
 	github.com/charmbracelet/x/ansi v0.11.8

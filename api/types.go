@@ -90,6 +90,8 @@ type FunctionStats struct {
 	Errors        int64     `json:"errors"`
 	ColdStarts    int64     `json:"cold_starts"`
 	WarmStarts    int64     `json:"warm_starts"`
+	BilledMs      int64     `json:"billed_ms"`  // sum of billed durations
+	GBSeconds     float64   `json:"gb_seconds"` // sum of billed duration × memory
 	LastStartKind StartKind `json:"last_start_kind,omitempty"`
 	LastInvokedAt time.Time `json:"last_invoked_at,omitzero"`
 }
@@ -176,6 +178,11 @@ type InvokeResult struct {
 	MemoryMB      int
 	FunctionError string // "" on success, else "Unhandled" (the Lambda header value)
 	Payload       []byte
+}
+
+// GBSeconds is the invocation's billed compute: billed time × memory.
+func (r *InvokeResult) GBSeconds() float64 {
+	return float64(r.BilledMs) / 1000 * float64(r.MemoryMB) / 1024
 }
 
 // BilledMillis rounds a duration up to whole milliseconds (at least 1).

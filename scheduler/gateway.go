@@ -26,7 +26,7 @@ type fnStats struct{ api.FunctionStats }
 // record counts one invocation's outcome. kind is the agent's start kind
 // ("" when the agent never answered); failed is set for function errors and
 // platform failures alike (Lambda's Errors metric counts both).
-func (s *Scheduler) record(name string, kind api.StartKind, failed bool) {
+func (s *Scheduler) record(name string, kind api.StartKind, failed bool, billed *api.InvokeResult) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st, ok := s.stats[name]
@@ -46,6 +46,10 @@ func (s *Scheduler) record(name string, kind api.StartKind, failed bool) {
 	}
 	if kind != "" {
 		st.LastStartKind = kind
+	}
+	if billed != nil {
+		st.BilledMs += billed.BilledMs
+		st.GBSeconds += billed.GBSeconds()
 	}
 	st.LastInvokedAt = s.now().UTC()
 }
@@ -165,7 +169,7 @@ func (s *Scheduler) handleInvoke(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set(api.HeaderRequestID, reqID)
 			if len(refused) > 0 {
 				// Every agent tried refused the connection: report those.
-				s.record(fn.Name, "", true)
+				s.record(fn.Name, "", true, nil)
 				w.Header().Set(api.HeaderAgent, refused[len(refused)-1])
 				writeError(w, &gatewayError{agent: strings.Join(refused, ", "), requestID: reqID, sentinel: errBadGateway,
 					msg: fmt.Sprintf("unreachable (%v), and no other agent can take it", netCause(lastErr))})
@@ -193,7 +197,7 @@ func (s *Scheduler) forward(w http.ResponseWriter, ctx context.Context, fn *api.
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(fn.Timeout)+forwardSlack)
 	defer cancel()
 	fail := func(sentinel error, format string, args ...any) {
-		s.record(fn.Name, "", true)
+		s.record(fn.Name, "", true, nil)
 		w.Header().Set(api.HeaderRequestID, reqID)
 		w.Header().Set(api.HeaderAgent, agent)
 		writeError(w, &gatewayError{agent: agent, requestID: reqID, msg: fmt.Sprintf(format, args...), sentinel: sentinel})
@@ -245,7 +249,7 @@ func (s *Scheduler) forward(w http.ResponseWriter, ctx context.Context, fn *api.
 
 	kind := api.StartKind(resp.Header.Get(api.HeaderStartKind))
 	funcErr := resp.Header.Get(api.HeaderFunctionError) != ""
-	s.record(fn.Name, kind, funcErr || resp.StatusCode != http.StatusOK)
+	s.record(fn.Name, kind, funcErr || resp.StatusCode != http.StatusOK, api.ReadInvokeHeaders(resp.Header, nil))
 	for k, vs := range resp.Header {
 		if hopHeaders[k] {
 			continue

@@ -13,6 +13,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/charmbracelet/bubbles/help"
+	"github.com/charmbracelet/bubbles/key"
 	tea "github.com/charmbracelet/bubbletea"
 
 	"github.com/amberfn/amber/api"
@@ -110,6 +112,9 @@ type Model struct {
 	focus  int
 	tables [numTables]tableState
 
+	keys keyMap
+	help help.Model // footer; ShowAll is the full help toggled by ?
+
 	tickID   int // id of the only tick that may start a poll
 	fetchSeq int // seq of the newest fetch started
 	applied  int // seq of the newest stateMsg applied
@@ -127,6 +132,8 @@ func New(src Source, opts ...Option) Model {
 		now:      time.Now,
 		width:    defaultWidth,
 		height:   defaultHeight,
+		keys:     defaultKeyMap(),
+		help:     newHelp(),
 	}
 	for _, o := range opts {
 		o(&m)
@@ -164,17 +171,28 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 }
 
 func (m Model) handleKey(k tea.KeyMsg) (tea.Model, tea.Cmd) {
-	switch k.String() {
-	case "q", "ctrl+c":
+	switch {
+	case key.Matches(k, m.keys.Quit):
 		return m, tea.Quit
-	case "tab", "shift+tab":
+	case key.Matches(k, m.keys.NextTable):
 		m.focus = (m.focus + 1) % numTables
-	case "j", "down":
+	case key.Matches(k, m.keys.Down):
 		m.move(1)
-	case "k", "up":
+	case key.Matches(k, m.keys.Up):
 		m.move(-1)
-	case "r":
+	case key.Matches(k, m.keys.Top):
+		m.moveTo(0)
+	case key.Matches(k, m.keys.Bottom):
+		m.moveTo(len(m.rows(m.focus)) - 1)
+	case key.Matches(k, m.keys.Refresh):
 		return m.startFetch()
+	case key.Matches(k, m.keys.Help):
+		m.help.ShowAll = !m.help.ShowAll
+		desc := helpOpenDesc
+		if m.help.ShowAll {
+			desc = helpCloseDesc
+		}
+		m.keys.Help.SetHelp(m.keys.Help.Help().Key, desc)
 	}
 	return m, nil
 }
@@ -251,12 +269,17 @@ func (m *Model) rows(table int) []row {
 
 // move moves the cursor of the focused table by delta, within bounds.
 func (m *Model) move(delta int) {
+	m.moveTo(m.tables[m.focus].cursor + delta)
+}
+
+// moveTo puts the cursor of the focused table on row i, within bounds.
+func (m *Model) moveTo(i int) {
 	rows := m.rows(m.focus)
 	if len(rows) == 0 {
 		return
 	}
 	t := &m.tables[m.focus]
-	t.cursor = min(max(t.cursor+delta, 0), len(rows)-1)
+	t.cursor = min(max(i, 0), len(rows)-1)
 	t.key = rows[t.cursor].key
 }
 

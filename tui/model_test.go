@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/charmbracelet/bubbles/key"
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
 	"github.com/charmbracelet/x/ansi"
@@ -130,10 +131,17 @@ func send(t *testing.T, m Model, msgs ...tea.Msg) (Model, tea.Cmd) {
 	return m, cmd
 }
 
-func key(s string) tea.KeyMsg {
+// press returns the key message Bubble Tea sends for the key named s.
+func press(s string) tea.KeyMsg {
 	switch s {
 	case "tab":
 		return tea.KeyMsg{Type: tea.KeyTab}
+	case "shift+tab":
+		return tea.KeyMsg{Type: tea.KeyShiftTab}
+	case "home":
+		return tea.KeyMsg{Type: tea.KeyHome}
+	case "end":
+		return tea.KeyMsg{Type: tea.KeyEnd}
 	case "up":
 		return tea.KeyMsg{Type: tea.KeyUp}
 	case "down":
@@ -192,8 +200,10 @@ func TestGoldenScreens(t *testing.T) {
 		{"screen_120x40", 120, 40, []tea.Msg{stateMsg{state: testState()}}},
 		{"disconnected_80x24", 80, 24, []tea.Msg{stateMsg{state: testState()}, stateMsg{err: refused}}},
 		{"connecting_80x24", 80, 24, nil},
-		{"functions_focus_80x24", 80, 24, []tea.Msg{stateMsg{state: testState()}, key("tab"), key("j"), key("j")}},
+		{"functions_focus_80x24", 80, 24, []tea.Msg{stateMsg{state: testState()}, press("tab"), press("j"), press("j")}},
 		{"narrow_40x12", 40, 12, []tea.Msg{stateMsg{state: testState()}}},
+		{"help_80x24", 80, 24, []tea.Msg{stateMsg{state: testState()}, press("?")}},
+		{"help_40x12", 40, 12, []tea.Msg{stateMsg{state: testState()}, press("?")}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -224,12 +234,12 @@ func TestCursorFollowsRowAcrossUpdate(t *testing.T) {
 	// Focus functions and move to the last row (thumbnail: hello,
 	// nightly-report, thumbnail).
 	m, _ := send(t, newTestModel(nil), size(80, 24), stateMsg{state: testState()},
-		key("tab"), key("j"), key("down"), key("j"))
+		press("tab"), press("j"), press("down"), press("j"))
 	if got := m.tables[focusFunctions].key; got != "thumbnail" {
 		t.Fatalf("selected %q, want thumbnail", got)
 	}
 	// k moves back up; up moves again; then down again.
-	m, _ = send(t, m, key("k"), key("up"), key("down"), key("down"))
+	m, _ = send(t, m, press("k"), press("up"), press("down"), press("down"))
 	if got := m.tables[focusFunctions]; got.key != "thumbnail" || got.cursor != 2 {
 		t.Fatalf("after k/up/down/down: %+v, want thumbnail at 2", got)
 	}
@@ -269,16 +279,16 @@ func TestCursorFollowsRowAcrossUpdate(t *testing.T) {
 }
 
 func TestCursorBounds(t *testing.T) {
-	m, _ := send(t, newTestModel(nil), key("j"), key("k")) // no data: no panic
-	m, _ = send(t, m, stateMsg{state: testState()}, key("k"), key("k"))
+	m, _ := send(t, newTestModel(nil), press("j"), press("k")) // no data: no panic
+	m, _ = send(t, m, stateMsg{state: testState()}, press("k"), press("k"))
 	if got := m.tables[focusAgents]; got.cursor != 0 || got.key != "node-a" {
 		t.Errorf("cursor %+v, want node-a at 0", got)
 	}
-	m, _ = send(t, m, key("j"), key("j"), key("j"))
+	m, _ = send(t, m, press("j"), press("j"), press("j"))
 	if got := m.tables[focusAgents]; got.cursor != 1 || got.key != "node-b" {
 		t.Errorf("cursor %+v, want node-b at 1", got)
 	}
-	m, _ = send(t, m, key("tab"), key("tab"))
+	m, _ = send(t, m, press("tab"), press("tab"))
 	if m.focus != focusAgents {
 		t.Errorf("two tabs: focus %d, want agents", m.focus)
 	}
@@ -286,7 +296,7 @@ func TestCursorBounds(t *testing.T) {
 
 func TestQuit(t *testing.T) {
 	for _, k := range []string{"q", "ctrl+c"} {
-		_, cmd := send(t, newTestModel(nil), key(k))
+		_, cmd := send(t, newTestModel(nil), press(k))
 		if cmd == nil {
 			t.Fatalf("%s: no command", k)
 		}
@@ -329,7 +339,7 @@ func TestFetchCommand(t *testing.T) {
 	}
 
 	// r refreshes now.
-	_, cmd = send(t, m, key("r"))
+	_, cmd = send(t, m, press("r"))
 	if cmd == nil {
 		t.Fatal("r did not poll")
 	}
@@ -363,7 +373,7 @@ func TestFetchErrorsAndOrdering(t *testing.T) {
 
 // TestNeverOverflows renders sizes from 0×0 to 130×45 (every width and
 // every height, against a spread of the other), with and without
-// colour, with few and many rows, and checks nothing panics or overflows.
+// colour, with the short and the full help, with few and many rows, and checks nothing panics or overflows.
 func TestNeverOverflows(t *testing.T) {
 	prev := lipgloss.ColorProfile()
 	lipgloss.SetColorProfile(termenv.ANSI256) // so colour really emits escapes
@@ -381,11 +391,14 @@ func TestNeverOverflows(t *testing.T) {
 		})
 	}
 	for _, st := range []*api.ClusterState{testState(), big} {
-		for _, color := range []bool{false, true} {
-			m := New(&fakeSource{}, WithColor(color), WithClock(fixedClock))
-			m, _ = send(t, m, stateMsg{state: st}, stateMsg{err: errors.New(strings.Repeat("long error ", 20))}, key("tab"))
+		for _, mode := range []struct{ color, fullHelp bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+			m := New(&fakeSource{}, WithColor(mode.color), WithClock(fixedClock))
+			m, _ = send(t, m, stateMsg{state: st}, stateMsg{err: errors.New(strings.Repeat("long error ", 20))}, press("tab"))
 			for range 40 {
-				m, _ = send(t, m, key("j"))
+				m, _ = send(t, m, press("j"))
+			}
+			if mode.fullHelp {
+				m, _ = send(t, m, press("?"))
 			}
 			check := func(w, h int) {
 				m, _ = send(t, m, size(w, h))
@@ -410,9 +423,9 @@ func TestCursorVisibleWhenScrolled(t *testing.T) {
 	for i := range 20 {
 		st.Functions = append(st.Functions, api.FunctionStatus{Function: api.Function{FunctionSpec: api.FunctionSpec{Name: "zz-fn-" + string(rune('a'+i))}}})
 	}
-	m, _ := send(t, newTestModel(nil), size(80, 24), stateMsg{state: st}, key("tab"))
+	m, _ := send(t, newTestModel(nil), size(80, 24), stateMsg{state: st}, press("tab"))
 	for range 22 {
-		m, _ = send(t, m, key("j"))
+		m, _ = send(t, m, press("j"))
 	}
 	v := m.View()
 	checkScreen(t, v, 80, 24)
@@ -462,8 +475,19 @@ func TestColorMatchesPlain(t *testing.T) {
 	lipgloss.SetColorProfile(termenv.ANSI256)
 	t.Cleanup(func() { lipgloss.SetColorProfile(prev) })
 
-	for _, sz := range []tea.WindowSizeMsg{size(80, 24), size(120, 40), size(40, 12)} {
-		msgs := []tea.Msg{sz, stateMsg{state: testState()}, key("tab"), key("j"), stateMsg{err: errors.New("refused")}}
+	tests := []struct {
+		sz       tea.WindowSizeMsg
+		fullHelp bool
+	}{
+		{size(80, 24), false}, {size(120, 40), false}, {size(40, 12), false},
+		{size(80, 24), true}, {size(40, 12), true},
+	}
+	for _, tt := range tests {
+		sz := tt.sz
+		msgs := []tea.Msg{sz, stateMsg{state: testState()}, press("tab"), press("j"), stateMsg{err: errors.New("refused")}}
+		if tt.fullHelp {
+			msgs = append(msgs, press("?"))
+		}
 		plain, _ := send(t, newTestModel(nil), msgs...)
 		colored, _ := send(t, New(&fakeSource{}, WithColor(true), WithClock(fixedClock)), msgs...)
 		cv := colored.View()
@@ -477,6 +501,164 @@ func TestColorMatchesPlain(t *testing.T) {
 		}
 		if got, want := strings.Join(stripped, "\n"), plain.View(); got != want {
 			t.Errorf("%dx%d: coloured text differs from plain\n--- coloured ---\n%s\n--- plain ---\n%s", sz.Width, sz.Height, got, want)
+		}
+	}
+}
+
+func TestKeyMap(t *testing.T) {
+	km := defaultKeyMap()
+	bindings := map[string]key.Binding{
+		"quit": km.Quit, "next table": km.NextTable, "up": km.Up, "down": km.Down,
+		"top": km.Top, "bottom": km.Bottom, "refresh": km.Refresh, "help": km.Help,
+	}
+	want := map[string][]string{
+		"quit":       {"q", "ctrl+c"},
+		"next table": {"tab", "shift+tab"},
+		"up":         {"k", "up"},
+		"down":       {"j", "down"},
+		"top":        {"g", "home"},
+		"bottom":     {"G", "end"},
+		"refresh":    {"r"},
+		"help":       {"?"},
+	}
+	for name, keys := range want {
+		for _, k := range keys {
+			for other, b := range bindings {
+				if got := key.Matches(press(k), b); got != (other == name) {
+					t.Errorf("key %q matches %s: %v", k, other, got)
+				}
+			}
+		}
+	}
+	for name, b := range bindings {
+		if h := b.Help(); h.Key == "" || h.Desc == "" {
+			t.Errorf("%s has no help: %+v", name, h)
+		}
+	}
+	// Every binding is in the full help; the short help is a subset.
+	in := map[string]bool{}
+	for _, col := range km.FullHelp() {
+		for _, b := range col {
+			in[b.Help().Desc] = true
+		}
+	}
+	for name, b := range bindings {
+		if !in[b.Help().Desc] {
+			t.Errorf("%s missing from the full help", name)
+		}
+	}
+	for _, layout := range km.fullHelpLayouts() {
+		n := 0
+		for _, col := range layout {
+			n += len(col)
+		}
+		if n != len(bindings) {
+			t.Errorf("full help layout %v has %d bindings, want %d", layout, n, len(bindings))
+		}
+	}
+}
+
+func TestTopBottom(t *testing.T) {
+	m, _ := send(t, newTestModel(nil), press("g"), press("G"), press("home"), press("end")) // no data: no panic
+	m, _ = send(t, m, stateMsg{state: testState()})
+	m, _ = send(t, m, press("G"))
+	if got := m.tables[focusAgents]; got.cursor != 1 || got.key != "node-b" {
+		t.Errorf("G: %+v, want node-b at 1", got)
+	}
+	m, _ = send(t, m, press("g"))
+	if got := m.tables[focusAgents]; got.cursor != 0 || got.key != "node-a" {
+		t.Errorf("g: %+v, want node-a at 0", got)
+	}
+	// Only the focused table moves.
+	m, _ = send(t, m, press("shift+tab"), press("end"))
+	if got := m.tables[focusFunctions]; got.cursor != 2 || got.key != "thumbnail" {
+		t.Errorf("end: %+v, want thumbnail at 2", got)
+	}
+	if got := m.tables[focusAgents]; got.cursor != 0 {
+		t.Errorf("agents cursor moved to %d", got.cursor)
+	}
+	m, _ = send(t, m, press("home"))
+	if got := m.tables[focusFunctions]; got.cursor != 0 || got.key != "hello" {
+		t.Errorf("home: %+v, want hello at 0", got)
+	}
+
+	// G on a long, scrolled table shows the last row.
+	st := testState()
+	for i := range 20 {
+		st.Functions = append(st.Functions, api.FunctionStatus{Function: api.Function{FunctionSpec: api.FunctionSpec{Name: "zz-fn-" + string(rune('a'+i))}}})
+	}
+	m, _ = send(t, newTestModel(nil), size(80, 24), stateMsg{state: st}, press("tab"), press("G"))
+	if v := m.View(); !strings.Contains(v, "> zz-fn-t") || !strings.Contains(v, "of 23)") {
+		t.Errorf("G: last row not shown:\n%s", v)
+	}
+	m, _ = send(t, m, press("g"))
+	if v := m.View(); !strings.Contains(v, "> api-gateway") && !strings.Contains(v, "> hello") {
+		t.Errorf("g: first row not shown:\n%s", v)
+	}
+}
+
+func TestHelpToggle(t *testing.T) {
+	m, _ := send(t, newTestModel(nil), size(80, 24), stateMsg{state: testState()})
+	short := m.View()
+	lines := strings.Split(short, "\n")
+	if got := lines[len(lines)-1]; got != "q quit · ? help · tab next table · ↑/k up · ↓/j down · r refresh" {
+		t.Errorf("short help %q", got)
+	}
+	m, cmd := send(t, m, press("?"))
+	if cmd != nil || !m.help.ShowAll {
+		t.Fatalf("? did not open the full help (cmd %v)", cmd)
+	}
+	full := m.View()
+	checkScreen(t, full, 80, 24)
+	for _, want := range []string{"─ KEYS ─", "g/home", "G/end", "bottom", "tab next table", "refresh", "? close help", "q quit"} {
+		if !strings.Contains(full, want) {
+			t.Errorf("full help lacks %q:\n%s", want, full)
+		}
+	}
+	// Keys still work with the help open, and ? closes it.
+	m, _ = send(t, m, press("j"))
+	if m.tables[focusAgents].key != "node-b" {
+		t.Errorf("j with help open: %+v", m.tables[focusAgents])
+	}
+	m, _ = send(t, m, press("?"))
+	if m.help.ShowAll {
+		t.Fatal("second ? did not close the full help")
+	}
+	m, _ = send(t, m, press("k"))
+	if got := m.View(); got != short {
+		t.Errorf("closing the help did not restore the screen:\n%s\n--- want ---\n%s", got, short)
+	}
+}
+
+// TestHelpDegrades checks which full help layout each screen gets: three
+// columns, two, one, or the short help when nothing else fits.
+func TestHelpDegrades(t *testing.T) {
+	tests := []struct {
+		w, h int
+		rows int // lines of the footer, title rule included; 1 is the short help
+	}{
+		{80, 24, 5}, // three columns
+		{40, 12, 5}, // two columns
+		{20, 12, 9}, // one column
+		{20, 9, 1},  // one column does not fit: short help
+		{80, 6, 5},  // header, body 0, help
+		{80, 5, 1},
+		{3, 2, 1},
+		{1, 1, 0}, // header only
+	}
+	for _, tt := range tests {
+		m, _ := send(t, newTestModel(nil), size(tt.w, tt.h), stateMsg{state: testState()}, press("?"))
+		v := m.View()
+		checkScreen(t, v, tt.w, tt.h)
+		got := 0
+		if tt.h >= 2 {
+			got = len(m.footer(newStyles(false), tt.w, tt.h-1))
+		}
+		if got != tt.rows {
+			t.Errorf("%d×%d: footer of %d lines, want %d:\n%s", tt.w, tt.h, got, tt.rows, v)
+		}
+		if lines := strings.Split(v, "\n"); tt.h > 1 && len(lines) != tt.h {
+			t.Errorf("%d×%d: %d lines, want the full height", tt.w, tt.h, len(lines))
 		}
 	}
 }

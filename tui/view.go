@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/charmbracelet/bubbles/help"
 	"github.com/charmbracelet/lipgloss"
 	"github.com/charmbracelet/x/ansi"
 )
@@ -13,13 +14,11 @@ import (
 // the layout is identical with and without colour.
 
 const (
-	footerText  = "q quit · tab switch table · j/k move · r refresh"
-	footerShort = "q quit · tab switch · j/k · r"
-	footerTiny  = "q·tab·j/k·r"
-	timeLayout  = "15:04:05"
-	colGap      = 2 // spaces between columns
-	markerW     = 2 // "> " cursor marker before each row
-	ellipsis    = "…"
+	helpTitle  = "KEYS"
+	timeLayout = "15:04:05"
+	colGap     = 2 // spaces between columns
+	markerW    = 2 // "> " cursor marker before each row
+	ellipsis   = "…"
 )
 
 // column describes one table column.
@@ -57,8 +56,9 @@ var functionColumns = [fnCols]column{
 // styles holds the lipgloss styles; with colour off every style is the
 // zero style, which renders text unchanged.
 type styles struct {
-	brand, good, warn, bad, dim, header, title, titleFocus, selected, footer lipgloss.Style
-	on                                                                       bool
+	brand, good, warn, bad, dim, header, title, titleFocus, selected lipgloss.Style
+	helpKey, helpDesc, helpSep                                       lipgloss.Style
+	on                                                               bool
 }
 
 func newStyles(on bool) styles {
@@ -77,7 +77,34 @@ func newStyles(on bool) styles {
 		title:      lipgloss.NewStyle().Faint(true),
 		titleFocus: lipgloss.NewStyle().Bold(true).Foreground(amber),
 		selected:   lipgloss.NewStyle().Reverse(true),
-		footer:     lipgloss.NewStyle().Faint(true),
+		helpKey:    lipgloss.NewStyle().Bold(true),
+		helpDesc:   lipgloss.NewStyle().Faint(true),
+		helpSep:    lipgloss.NewStyle().Faint(true),
+	}
+}
+
+// newHelp returns the footer's help bubble. Its styles are set on every
+// render from the model's colour setting (see helpStyles).
+func newHelp() help.Model {
+	h := help.New()
+	h.ShortSeparator = " · "
+	h.FullSeparator = "    "
+	h.Ellipsis = ellipsis
+	return h
+}
+
+// helpStyles replaces the help bubble's default (adaptive colour) styles
+// with ours; with colour off they are all the zero style, so the footer
+// is plain text whatever the terminal.
+func (s styles) helpStyles() help.Styles {
+	return help.Styles{
+		Ellipsis:       s.helpSep,
+		ShortKey:       s.helpKey,
+		ShortDesc:      s.helpDesc,
+		ShortSeparator: s.helpSep,
+		FullKey:        s.helpKey,
+		FullDesc:       s.helpDesc,
+		FullSeparator:  s.helpSep,
 	}
 }
 
@@ -115,13 +142,14 @@ func (m Model) View() string {
 		lines = append(lines, m.errorLine(st))
 	}
 	if h >= 2 {
-		bodyH := h - 1 - len(lines)
+		foot := m.footer(st, w, h-len(lines))
+		bodyH := h - len(lines) - len(foot)
 		body := m.body(st, w, bodyH)
 		for len(body) < bodyH {
 			body = append(body, "")
 		}
 		lines = append(lines, body...)
-		lines = append(lines, st.render(st.footer, footer(w)))
+		lines = append(lines, foot...)
 	}
 	for i, l := range lines {
 		lines[i] = fit(l, w)
@@ -129,14 +157,49 @@ func (m Model) View() string {
 	return strings.Join(lines, "\n")
 }
 
-// footer picks the key hints that fit the width.
-func footer(w int) string {
-	for _, f := range []string{footerText, footerShort} {
-		if ansi.StringWidth(f) <= w {
-			return f
+// footer draws the key help in at most avail lines: the short help on
+// one line, or, when ? has opened it, the full help under a title rule.
+// The full help takes the first of its layouts that fits w × avail; if
+// none does it falls back to the short help, which the help bubble cuts
+// to the width.
+func (m Model) footer(st styles, w, avail int) []string {
+	hm := m.help
+	hm.Styles = st.helpStyles()
+	if hm.ShowAll {
+		hm.Width = 0 // measured here rather than cut by the bubble
+		for _, groups := range m.keys.fullHelpLayouts() {
+			lines := strings.Split(hm.FullHelpView(groups), "\n")
+			if 1+len(lines) > avail || markerW+maxWidth(lines) > w {
+				continue
+			}
+			out := []string{titleRule(st, st.title, "─", helpTitle, w)}
+			for _, l := range lines {
+				l = strings.Repeat(" ", markerW) + l // line up with the table rows
+				if !st.on {
+					l = strings.TrimRight(l, " ")
+				}
+				out = append(out, l)
+			}
+			return out
 		}
 	}
-	return footerTiny
+	hm.Width = w
+	return []string{hm.ShortHelpView(m.keys.ShortHelp())}
+}
+
+func maxWidth(lines []string) int {
+	w := 0
+	for _, l := range lines {
+		w = max(w, ansi.StringWidth(l))
+	}
+	return w
+}
+
+// titleRule is "─ LABEL ────…" across the width.
+func titleRule(st styles, style lipgloss.Style, ruleCh, label string, w int) string {
+	title := ruleCh + " " + label + " "
+	title += strings.Repeat(ruleCh, max(w-ansi.StringWidth(title), 0))
+	return st.render(style, title)
 }
 
 // fit cuts a (possibly styled) line to width cells.
@@ -314,9 +377,7 @@ func (m Model) section(st styles, w, n, idx int, s sectionSpec) []string {
 	if focused {
 		ruleCh, tst = "━", st.titleFocus
 	}
-	title := ruleCh + " " + label + " "
-	title += strings.Repeat(ruleCh, max(w-ansi.StringWidth(title), 0))
-	out := []string{st.render(tst, title)}
+	out := []string{titleRule(st, tst, ruleCh, label, w)}
 	if n == 1 {
 		return out
 	}
