@@ -20,6 +20,7 @@ import (
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/containers"
+	"github.com/containerd/containerd/contrib/seccomp"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/oci"
@@ -41,6 +42,17 @@ const (
 	// initPath is where amber-init is bind-mounted inside an instance.
 	initPath    = "/.amber-init"
 	snapshotter = "overlayfs"
+
+	// sandboxUID and sandboxGID are who a function (and amber-init with
+	// it) runs as when its image names no User: an unprivileged id that
+	// owns nothing on the host or in the image.
+	sandboxUID = 993
+	sandboxGID = 993
+	// pidsLimit caps the processes and threads of one instance.
+	pidsLimit = 256
+	// tmpSize caps the instance's writable /tmp (its pages are also
+	// charged to the memory limit).
+	tmpSize = "512m"
 )
 
 // ImageSource fetches an image archive by digest (the scheduler's store).
@@ -69,19 +81,54 @@ type imagePull struct {
 
 // NewContainerd connects to the containerd socket at address.
 func NewContainerd(address, agentName, initBin, stateDir string, images ImageSource, log *slog.Logger) (*Containerd, error) {
-	if _, err := os.Stat(initBin); err != nil {
+	fi, err := os.Stat(initBin)
+	if err != nil {
 		return nil, fmt.Errorf("amber-init binary: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(stateDir, "netns"), 0o700); err != nil {
+		return nil, err
+	}
+	// amber-init runs as the instance's (unprivileged) user: it must be
+	// readable and executable by anyone. If it is not, use a copy that is.
+	if fi.Mode().Perm()&0o005 != 0o005 {
+		if initBin, err = copyExecutable(initBin, filepath.Join(stateDir, "amber-init")); err != nil {
+			return nil, fmt.Errorf("amber-init binary: %w", err)
+		}
 	}
 	client, err := containerd.New(address, containerd.WithDefaultNamespace(Namespace), containerd.WithTimeout(10*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("connect to containerd at %s: %w", address, err)
 	}
-	if err := os.MkdirAll(filepath.Join(stateDir, "netns"), 0o700); err != nil {
-		client.Close()
-		return nil, err
-	}
 	return &Containerd{client: client, agent: agentName, initBin: initBin, stateDir: stateDir,
 		images: images, log: log, pulls: map[string]*imagePull{}}, nil
+}
+
+// copyExecutable copies src to dst with mode 0755 and returns dst.
+func copyExecutable(src, dst string) (string, error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return "", err
+	}
+	defer in.Close()
+	tmp := dst + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		os.Remove(tmp)
+		return "", err
+	}
+	if err := out.Close(); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil { // the umask may have taken bits away
+		os.Remove(tmp)
+		return "", err
+	}
+	return dst, os.Rename(tmp, dst)
 }
 
 // Close closes the client connection.
@@ -229,8 +276,6 @@ func (c *Containerd) Launch(ctx context.Context, spec launchSpec) (process, erro
 			p.Close(context.WithoutCancel(ctx))
 		}
 	}()
-	mem := uint64(spec.Fn.MemoryMB) << 20
-	args := []string{initPath}
 	cont, err := c.client.NewContainer(ctx, spec.ID,
 		containerd.WithImage(img),
 		containerd.WithSnapshotter(snapshotter),
@@ -240,23 +285,7 @@ func (c *Containerd) Launch(ctx context.Context, spec launchSpec) (process, erro
 			LabelVersion:  strconv.Itoa(spec.Fn.Version),
 			LabelAgent:    c.agent,
 		}),
-		containerd.WithNewSpec(
-			oci.WithImageConfig(img),
-			prependInit(args),
-			oci.WithEnv(lambdaEnv(spec.Fn)),
-			oci.WithHostname("amber"),
-			oci.WithMounts([]specs.Mount{
-				{Destination: initPath, Type: "bind", Source: c.initBin, Options: []string{"rbind", "ro", "nosuid", "nodev"}},
-				{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777", "size=512m"}},
-			}),
-			oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: netns}),
-			oci.WithMemoryLimit(mem),
-			oci.WithMemorySwap(int64(mem)),
-			oci.WithCPUShares(cpuShares(spec.Fn.MemoryMB)),
-			oci.WithPidsLimit(256),
-			oci.WithNoNewPrivileges,
-			oci.WithRootFSReadonly(),
-		),
+		containerd.WithNewSpec(c.instanceSpec(img, spec.Fn, netns)...),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("create container: %w", err)
@@ -267,6 +296,11 @@ func (c *Containerd) Launch(ctx context.Context, spec launchSpec) (process, erro
 		return nil, fmt.Errorf("create task: %w", err)
 	}
 	p.task = task
+	if mc, err := findMemCgroup(Namespace, spec.ID, task.Pid()); err == nil {
+		p.mem = mc
+	} else {
+		c.log.Warn("instance memory cgroup not found: no peak or OOM figures", "instance", spec.ID, "err", err)
+	}
 	// The wait outlives the request that started the instance.
 	exitCh, err := task.Wait(c.ctx(context.Background()))
 	if err != nil {
@@ -276,6 +310,8 @@ func (c *Containerd) Launch(ctx context.Context, spec launchSpec) (process, erro
 	go func() {
 		st := <-exitCh
 		p.exitCode, _, p.exitErr = st.Result()
+		// The cgroup lives until the task is deleted: keep its last word.
+		p.readMemory()
 		close(p.exit)
 	}()
 	if err := task.Start(ctx); err != nil {
@@ -283,6 +319,144 @@ func (c *Containerd) Launch(ctx context.Context, spec launchSpec) (process, erro
 	}
 	ok = true
 	return p, nil
+}
+
+// instanceSpec is the runtime spec of one instance, on top of containerd's
+// defaults (own pid, ipc, uts and mount namespaces; the default masked and
+// read-only /proc paths; no new privileges):
+//
+//   - the image's env, entrypoint, cmd and working dir, behind amber-init;
+//   - the image's User if it names one, else sandboxUID:sandboxGID. An
+//     image that explicitly says root ("0", "root") runs as uid 0, but
+//     with every capability set empty that root is no more powerful than
+//     any other uid (it still owns root-owned files, and the rootfs is
+//     read-only);
+//   - no capabilities at all (bounding, effective, permitted, inheritable,
+//     ambient) and containerd's default seccomp profile for that set;
+//   - a read-only root, a size-capped tmpfs /tmp (mode 1777) and only the
+//     mounts a function needs (see minimalMounts);
+//   - the agent-made network namespace (loopback only);
+//   - memory limit = the function's memory with no swap on top, CPU shares
+//     in proportion to memory, and a pids limit.
+func (c *Containerd) instanceSpec(img containerd.Image, fn *api.Function, netns string) []oci.SpecOpts {
+	mem := uint64(fn.MemoryMB) << 20
+	return []oci.SpecOpts{
+		withImageConfig(img),
+		prependInit([]string{initPath}),
+		oci.WithEnv(lambdaEnv(fn)),
+		oci.WithHostname("amber"),
+		minimalMounts,
+		oci.WithMounts([]specs.Mount{
+			{Destination: initPath, Type: "bind", Source: c.initBin, Options: []string{"rbind", "ro", "nosuid", "nodev"}},
+			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777", "size=" + tmpSize}},
+		}),
+		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: netns}),
+		oci.WithMemoryLimit(mem),
+		oci.WithMemorySwap(int64(mem)),
+		oci.WithCPUShares(cpuShares(fn.MemoryMB)),
+		oci.WithPidsLimit(pidsLimit),
+		withNoCapabilities,
+		oci.WithNoNewPrivileges,
+		seccomp.WithDefaultProfile(), // after the capabilities: the profile follows them
+		oci.WithRootFSReadonly(),
+	}
+}
+
+// defaultPath is containerd's PATH for an image whose config sets no Env.
+const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// withImageConfig applies the image config's env, entrypoint, cmd, working
+// dir and user, like oci.WithImageConfig, except that an image without a
+// User runs as sandboxUID:sandboxGID. oci.WithImageConfig mounts the
+// image's root filesystem on every start to read /etc/group; this does so
+// only when the image names a user, which then has to be looked up there.
+func withImageConfig(img containerd.Image) oci.SpecOpts {
+	return func(ctx context.Context, client oci.Client, c *containers.Container, s *specs.Spec) error {
+		ispec, err := img.Spec(ctx)
+		if err != nil {
+			return fmt.Errorf("image config: %w", err)
+		}
+		cfg := ispec.Config
+		if s.Process == nil {
+			s.Process = &specs.Process{}
+		}
+		s.Process.Env = append([]string{}, cfg.Env...)
+		if len(s.Process.Env) == 0 {
+			s.Process.Env = []string{defaultPath}
+		}
+		s.Process.Args = append(append([]string{}, cfg.Entrypoint...), cfg.Cmd...)
+		s.Process.Cwd = cfg.WorkingDir
+		if s.Process.Cwd == "" {
+			s.Process.Cwd = "/"
+		}
+		return withUser(cfg.User)(ctx, client, c, s)
+	}
+}
+
+// withUser sets who the instance runs as: the image's user when it names
+// one (resolved against the image's /etc/passwd and /etc/group as
+// containerd does), the sandbox user otherwise.
+func withUser(imageUser string) oci.SpecOpts {
+	return func(ctx context.Context, client oci.Client, c *containers.Container, s *specs.Spec) error {
+		if imageUser == "" {
+			return oci.WithUIDGID(sandboxUID, sandboxGID)(ctx, client, c, s)
+		}
+		if err := oci.WithUser(imageUser)(ctx, client, c, s); err != nil {
+			return fmt.Errorf("image user %q: %w", imageUser, err)
+		}
+		return oci.WithAdditionalGIDs(strconv.FormatUint(uint64(s.Process.User.UID), 10))(ctx, client, c, s)
+	}
+}
+
+// withNoCapabilities empties every capability set. The struct stays: a
+// nil one would leave runc's own capabilities in place.
+func withNoCapabilities(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+	if s.Process == nil {
+		s.Process = &specs.Process{}
+	}
+	s.Process.Capabilities = &specs.LinuxCapabilities{
+		Bounding: []string{}, Effective: []string{}, Permitted: []string{},
+		Inheritable: []string{}, Ambient: []string{},
+	}
+	return nil
+}
+
+// keptMounts are the default mounts an instance keeps. containerd's
+// defaults also give /dev/pts (no terminal here), /dev/shm and
+// /dev/mqueue (POSIX shared memory and queues, which Lambda does not
+// offer either), /sys (host details a function has no use for) and /run
+// (the rootfs has nowhere to need it): each is one more mount to set up
+// on every start and to dump and restore in a snapshot.
+var keptMounts = map[string]bool{"/proc": true, "/dev": true}
+
+// minimalMounts drops the default mounts a function does not need, and
+// the masked and read-only paths under them.
+func minimalMounts(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+	kept := s.Mounts[:0]
+	for _, m := range s.Mounts {
+		if keptMounts[m.Destination] {
+			kept = append(kept, m)
+		}
+	}
+	s.Mounts = kept
+	if s.Linux != nil {
+		s.Linux.MaskedPaths = underKept(s.Linux.MaskedPaths)
+		s.Linux.ReadonlyPaths = underKept(s.Linux.ReadonlyPaths)
+	}
+	return nil
+}
+
+func underKept(paths []string) []string {
+	out := paths[:0]
+	for _, p := range paths {
+		for m := range keptMounts {
+			if strings.HasPrefix(p, m+"/") {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // prependInit puts amber-init in front of the image's entrypoint and cmd,
@@ -319,6 +493,11 @@ type ctrProcess struct {
 	exitCode uint32
 	exitErr  error
 	once     sync.Once
+
+	mem     memCgroup // the instance's memory cgroup, if found
+	memMu   sync.Mutex
+	memLast MemoryUsage // the last figures read, kept after the cgroup is gone
+	memErr  error
 }
 
 func (p *ctrProcess) Exited() <-chan struct{} { return p.exit }
@@ -344,6 +523,7 @@ func (p *ctrProcess) Close(ctx context.Context) error {
 	p.once.Do(func() {
 		ctx = p.c.ctx(ctx)
 		if p.task != nil {
+			p.readMemory() // before the kill and the delete remove the cgroup's story
 			_ = p.Kill(ctx)
 			if p.exit != nil {
 				select {

@@ -1,0 +1,300 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// An instance's memory cgroup: where it is and what it says about peak
+// usage and OOM kills. containerd (runc, cgroupfs driver) puts a container
+// at cgroupsPath "/<namespace>/<id>", so on a cgroup v1 host the memory
+// controller's folder is /sys/fs/cgroup/memory/amber/<id>; on a unified
+// (cgroup v2) host it is /sys/fs/cgroup/amber/<id>. Which one this host has
+// is detected, not assumed.
+
+// ErrNoMemoryCgroup means the instance's memory cgroup could not be found
+// (it is already removed, or the host has no memory controller).
+var ErrNoMemoryCgroup = errors.New("no memory cgroup")
+
+// MemoryUsage is what an instance's memory cgroup says.
+type MemoryUsage struct {
+	// PeakBytes is the high-water mark of the cgroup's charged memory
+	// (anonymous memory, page cache and tmpfs pages such as /tmp) since
+	// the instance started.
+	PeakBytes uint64
+	// OOMKills counts processes the kernel's OOM killer killed in the
+	// cgroup since the instance started.
+	OOMKills uint64
+}
+
+// memCgroup is one instance's memory cgroup folder.
+type memCgroup struct {
+	dir string
+	v2  bool
+}
+
+const cgroupRoot = "/sys/fs/cgroup"
+
+// cgroupUnified reports whether the cgroup root is a cgroup2 (unified)
+// mount. A hybrid host (v1 controllers with cgroup2 at
+// /sys/fs/cgroup/unified, as here) is not unified: its memory controller
+// is v1.
+func cgroupUnified() bool {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(cgroupRoot, &st); err != nil {
+		return false
+	}
+	const cgroup2Magic = 0x63677270
+	return st.Type == cgroup2Magic
+}
+
+// memoryMountpoint finds where the v1 memory controller is mounted, from
+// /proc/self/mountinfo; /sys/fs/cgroup/memory when it cannot tell.
+func memoryMountpoint() string {
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+		if mp := parseMemoryMountpoint(b); mp != "" {
+			return mp
+		}
+	}
+	return filepath.Join(cgroupRoot, "memory")
+}
+
+// parseMemoryMountpoint returns the mount point of the first cgroup (v1)
+// mount in mountinfo whose super options name the memory controller.
+func parseMemoryMountpoint(mountinfo []byte) string {
+	sc := bufio.NewScanner(bytes.NewReader(mountinfo))
+	for sc.Scan() {
+		// 36 25 0:31 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		if !ok {
+			continue
+		}
+		pf, qf := strings.Fields(pre), strings.Fields(post)
+		if len(pf) < 5 || len(qf) < 3 || qf[0] != "cgroup" {
+			continue
+		}
+		for _, o := range strings.Split(qf[2], ",") {
+			if o == "memory" {
+				return unescapeMountinfo(pf[4])
+			}
+		}
+	}
+	return ""
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for a space …) the
+// kernel uses in mountinfo paths.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// parseProcCgroup returns the memory cgroup path in a /proc/PID/cgroup
+// file: the "memory" controller line on cgroup v1, the "0::" line on v2.
+func parseProcCgroup(b []byte, v2 bool) (string, bool) {
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		// hierarchy-ID:controller-list:cgroup-path
+		parts := strings.SplitN(sc.Text(), ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		if v2 {
+			if parts[0] == "0" && parts[1] == "" {
+				return parts[2], true
+			}
+			continue
+		}
+		for _, c := range strings.Split(parts[1], ",") {
+			if c == "memory" {
+				return parts[2], true
+			}
+		}
+	}
+	return "", false
+}
+
+// findMemCgroup locates the memory cgroup of the container id in the
+// containerd namespace ns. With pid > 0 the kernel's /proc/PID/cgroup
+// says where that process is; otherwise (or if that fails) the path
+// containerd gives its containers, /<ns>/<id>, is used.
+func findMemCgroup(ns, id string, pid uint32) (memCgroup, error) {
+	v2 := cgroupUnified()
+	root := cgroupRoot
+	if !v2 {
+		root = memoryMountpoint()
+	}
+	rel := path.Join("/", ns, id)
+	if pid > 0 {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid)); err == nil {
+			if p, ok := parseProcCgroup(b, v2); ok && p != "/" {
+				rel = p
+			}
+		}
+	}
+	dir := filepath.Join(root, filepath.FromSlash(rel))
+	if _, err := os.Stat(dir); err != nil {
+		return memCgroup{}, fmt.Errorf("%s/%s: %w: %v", ns, id, ErrNoMemoryCgroup, err)
+	}
+	return memCgroup{dir: dir, v2: v2}, nil
+}
+
+// read reads the cgroup's peak usage and OOM kill count.
+func (m memCgroup) read() (MemoryUsage, error) {
+	if m.dir == "" {
+		return MemoryUsage{}, ErrNoMemoryCgroup
+	}
+	var u MemoryUsage
+	if m.v2 {
+		peak, err := readUintFile(filepath.Join(m.dir, "memory.peak"))
+		if err != nil {
+			return u, err
+		}
+		u.PeakBytes = peak
+		b, err := os.ReadFile(filepath.Join(m.dir, "memory.events"))
+		if err != nil {
+			return u, err
+		}
+		u.OOMKills = parseFlatKeyed(b)["oom_kill"]
+		return u, nil
+	}
+	peak, err := readUintFile(filepath.Join(m.dir, "memory.max_usage_in_bytes"))
+	if err != nil {
+		return u, err
+	}
+	u.PeakBytes = peak
+	b, err := os.ReadFile(filepath.Join(m.dir, "memory.oom_control"))
+	if err != nil {
+		return u, err
+	}
+	// memory.failcnt is no OOM sign (reclaim usually resolves a failed
+	// charge, and this kernel leaves it at 0 even when the OOM killer
+	// fires): oom_kill is the one to trust.
+	u.OOMKills = parseFlatKeyed(b)["oom_kill"]
+	return u, nil
+}
+
+// InstanceMemory reads the memory cgroup of the container id in the
+// containerd namespace ns (for amber's instances, Namespace). The cgroup
+// exists until the task is deleted.
+func InstanceMemory(ns, id string) (MemoryUsage, error) {
+	m, err := findMemCgroup(ns, id, 0)
+	if err != nil {
+		return MemoryUsage{}, err
+	}
+	return m.read()
+}
+
+// readUintFile reads a cgroup file holding one number ("max" reads as
+// the largest uint64).
+func readUintFile(p string) (uint64, error) {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return 0, err
+	}
+	return parseUintValue(b)
+}
+
+func parseUintValue(b []byte) (uint64, error) {
+	s := strings.TrimSpace(string(b))
+	if s == "max" {
+		return ^uint64(0), nil
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("cgroup value %q: %w", s, err)
+	}
+	return n, nil
+}
+
+// parseFlatKeyed parses "key value" lines (memory.oom_control,
+// memory.events, memory.stat); lines that do not parse are skipped.
+func parseFlatKeyed(b []byte) map[string]uint64 {
+	out := map[string]uint64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			continue
+		}
+		out[k] = n
+	}
+	return out
+}
+
+// readMemory refreshes the instance's last memory figures. A failed read
+// (the cgroup is already gone) keeps the figures read before.
+func (p *ctrProcess) readMemory() {
+	if p.mem.dir == "" {
+		return
+	}
+	u, err := p.mem.read()
+	p.memMu.Lock()
+	defer p.memMu.Unlock()
+	if err != nil {
+		if p.memErr == nil && p.memLast == (MemoryUsage{}) {
+			p.memErr = err
+		}
+		return
+	}
+	p.memLast, p.memErr = u, nil
+}
+
+// Memory returns the instance's memory figures: read live while the task
+// exists, and afterwards the last figures read (they are taken as the
+// task exits, before Exited is closed, and again at the start of Close).
+func (p *ctrProcess) Memory() (MemoryUsage, error) {
+	select {
+	case <-p.exit: // exited: the figures were taken before exit was closed
+	default:
+		p.readMemory()
+	}
+	p.memMu.Lock()
+	defer p.memMu.Unlock()
+	if p.mem.dir == "" {
+		return MemoryUsage{}, ErrNoMemoryCgroup
+	}
+	return p.memLast, p.memErr
+}
+
+// MemoryPeak is the instance's peak memory use in bytes since it started.
+func (p *ctrProcess) MemoryPeak() (uint64, error) {
+	u, err := p.Memory()
+	return u.PeakBytes, err
+}
+
+// OOMKills is how many processes the OOM killer has killed in the
+// instance since it started; compare it before and after an invocation
+// to tell whether that invocation ran out of memory.
+func (p *ctrProcess) OOMKills() uint64 {
+	u, _ := p.Memory()
+	return u.OOMKills
+}
+
+// OOMKilled reports whether the OOM killer has killed any process of the
+// instance (the runtime, a handler child or amber-init itself).
+func (p *ctrProcess) OOMKilled() bool { return p.OOMKills() > 0 }
