@@ -259,10 +259,16 @@ func newID(prefix string) string {
 	return prefix + "-" + hex.EncodeToString(b)
 }
 
+// memoryReader is what a launcher's process may report of its cgroup.
+type memoryReader interface {
+	OOMKills() uint64
+	MemoryPeak() (uint64, error)
+}
+
 // Invoke runs one invocation of name at version, warm when an idle
-// instance waits and cold otherwise. Function errors, timeouts and runtime
-// exits come back as a result with FunctionError set; a returned error is
-// a platform failure.
+// instance waits and cold otherwise. Function errors, timeouts, runtime
+// exits and out-of-memory kills come back as a result with FunctionError
+// set; a returned error is a platform failure.
 func (a *Agent) Invoke(ctx context.Context, name string, version int, reqID string, payload []byte) (*api.InvokeResult, error) {
 	if reqID == "" {
 		reqID = newID("req")
@@ -271,70 +277,100 @@ func (a *Agent) Invoke(ctx context.Context, name string, version int, reqID stri
 	if err != nil {
 		return nil, err
 	}
-	res := &api.InvokeResult{RequestID: reqID, Function: name, Version: version, Agent: a.name, MemoryMB: fn.MemoryMB}
 	k := fnKey{name, version}
-	in := a.acquire(k)
-	if in != nil {
-		res.StartKind = api.StartWarm
-	} else {
-		a.mu.Lock()
-		if a.close {
-			a.mu.Unlock()
-			return nil, fmt.Errorf("agent %s is shutting down: %w", a.name, api.ErrUnavailable)
+	for attempt := 1; ; attempt++ {
+		res := &api.InvokeResult{RequestID: reqID, Function: name, Version: version, Agent: a.name, MemoryMB: fn.MemoryMB}
+		in, failed, err := a.instanceFor(ctx, k, fn, res)
+		if err != nil || failed != nil {
+			return failed, err
 		}
-		a.busy++
-		a.mu.Unlock()
-		id := newID(name)
-		started := time.Now()
-		in, err = startInstance(ctx, instanceConfig{launcher: a.launch, id: id, fn: fn, agent: a.name,
-			initTimeout: a.initWait, log: a.log, logs: a.logs.add})
-		if err != nil {
-			a.mu.Lock()
-			a.busy--
-			a.mu.Unlock()
-			var fe *api.FunctionError
-			if errors.As(err, &fe) {
-				a.log.Warn("init failed", "function", name, "request_id", reqID, "error_type", fe.ErrorType)
-				res.StartKind = api.StartCold
-				res.InitDuration = time.Since(started)
-				return a.failed(res, fe), nil
+		res.Instance = in.id
+		mem, _ := in.proc.(memoryReader)
+		var oomBefore uint64
+		if mem != nil {
+			oomBefore = mem.OOMKills()
+		}
+		a.platformLog(in, reqID, fmt.Sprintf("START RequestId: %s Version: %d", reqID, version))
+		start := time.Now()
+		out, err := in.invoke(ctx, reqID, payload, time.Duration(fn.Timeout))
+		res.Duration = time.Since(start)
+		res.BilledMs = api.BilledMillis(res.Duration)
+		oom := false
+		if mem != nil {
+			oom = mem.OOMKills() > oomBefore
+			if peak, perr := mem.MemoryPeak(); perr == nil {
+				res.MaxMemoryMB = int((peak + 1<<20 - 1) >> 20)
 			}
-			return nil, err
 		}
-		a.mu.Lock()
-		a.all[in.id] = in
+		if errors.Is(err, errNotStarted) && attempt < 3 {
+			// The runtime went away before it took the work: nothing ran, try again.
+			a.release(k, in, false)
+			a.log.Info("instance ended before taking the invocation; retrying", "instance", in.id, "request_id", reqID)
+			continue
+		}
+		a.platformLog(in, reqID, "END RequestId: "+reqID)
+		a.platformLog(in, reqID, reportLine(res))
+		a.release(k, in, err == nil && !oom)
+		switch {
+		case oom:
+			return a.failed(res, &api.FunctionError{ErrorType: "Runtime.OutOfMemory",
+				ErrorMessage: fmt.Sprintf("Runtime exited: out of memory: the function reached its %d MB limit and was killed", fn.MemoryMB)}), nil
+		case err == nil && out.kind == api.FrameError:
+			res.FunctionError = "Unhandled"
+			res.Payload = out.body
+		case err == nil:
+			res.Payload = out.body
+		case errors.Is(err, errTimedOut):
+			t := time.Duration(fn.Timeout).Seconds()
+			return a.failed(res, &api.FunctionError{ErrorType: "Sandbox.Timedout",
+				ErrorMessage: fmt.Sprintf("Task timed out after %.2f seconds", t)}), nil
+		case errors.Is(err, errInstanceDead), errors.Is(err, errNotStarted):
+			return a.failed(res, &api.FunctionError{ErrorType: "Runtime.ExitError", ErrorMessage: err.Error()}), nil
+		default:
+			return nil, fmt.Errorf("invoke %s (request %s): %w", name, reqID, err)
+		}
+		a.log.Debug("invoked", "function", name, "request_id", reqID, "start", res.StartKind, "duration", res.Duration)
+		return res, nil
+	}
+}
+
+// instanceFor finds an idle instance of the version or starts one. An init
+// failure is returned as a finished result for the invoker.
+func (a *Agent) instanceFor(ctx context.Context, k fnKey, fn *api.Function, res *api.InvokeResult) (*instance, *api.InvokeResult, error) {
+	if in := a.acquire(k); in != nil {
+		res.StartKind = api.StartWarm
+		return in, nil, nil
+	}
+	a.mu.Lock()
+	if a.close {
 		a.mu.Unlock()
-		go a.forgetWhenDead(k, in)
-		a.notify()
-		res.StartKind = api.StartCold
-		res.InitDuration = in.initTime
+		return nil, nil, fmt.Errorf("agent %s is shutting down: %w", a.name, api.ErrUnavailable)
 	}
-	res.Instance = in.id
-	a.platformLog(in, reqID, fmt.Sprintf("START RequestId: %s Version: %d", reqID, version))
-	start := time.Now()
-	out, err := in.invoke(ctx, reqID, payload, time.Duration(fn.Timeout))
-	res.Duration = time.Since(start)
-	res.BilledMs = api.BilledMillis(res.Duration)
-	a.platformLog(in, reqID, "END RequestId: "+reqID)
-	a.platformLog(in, reqID, reportLine(res))
-	a.release(k, in, err == nil)
-	switch {
-	case err == nil && out.kind == api.FrameError:
-		res.FunctionError = "Unhandled"
-		res.Payload = out.body
-	case err == nil:
-		res.Payload = out.body
-	case errors.Is(err, errTimedOut):
-		t := time.Duration(fn.Timeout).Seconds()
-		return a.failed(res, &api.FunctionError{ErrorType: "Sandbox.Timedout",
-			ErrorMessage: fmt.Sprintf("Task timed out after %.2f seconds", t)}), nil
-	case errors.Is(err, errInstanceDead):
-		return a.failed(res, &api.FunctionError{ErrorType: "Runtime.ExitError", ErrorMessage: err.Error()}), nil
-	default:
-		return nil, fmt.Errorf("invoke %s (request %s): %w", name, reqID, err)
+	a.busy++
+	a.mu.Unlock()
+	res.StartKind = api.StartCold
+	started := time.Now()
+	in, err := startInstance(ctx, instanceConfig{launcher: a.launch, id: newID(fn.Name), fn: fn, agent: a.name,
+		initTimeout: a.initWait, log: a.log, logs: a.logs.add})
+	if err != nil {
+		a.mu.Lock()
+		a.busy--
+		a.mu.Unlock()
+		var fe *api.FunctionError
+		if errors.As(err, &fe) {
+			a.log.Warn("init failed", "function", fn.Name, "request_id", res.RequestID, "error_type", fe.ErrorType)
+			res.InitDuration = time.Since(started)
+			return nil, a.failed(res, fe), nil
+		}
+		return nil, nil, err
 	}
-	a.log.Debug("invoked", "function", name, "request_id", reqID, "start", res.StartKind, "duration", res.Duration)
-	return res, nil
+	a.mu.Lock()
+	a.all[in.id] = in
+	a.mu.Unlock()
+	go a.forgetWhenDead(k, in)
+	a.notify()
+	res.InitDuration = in.initTime
+	return in, nil, nil
 }
 
 // platformLog adds a START, END or REPORT line to the function's log.
@@ -345,8 +381,8 @@ func (a *Agent) platformLog(in *instance, reqID, text string) {
 
 // reportLine is Lambda's REPORT line for a finished invocation.
 func reportLine(r *api.InvokeResult) string {
-	line := fmt.Sprintf("REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB",
-		r.RequestID, float64(r.Duration.Microseconds())/1000, r.BilledMs, r.MemoryMB)
+	line := fmt.Sprintf("REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB\tMax Memory Used: %d MB",
+		r.RequestID, float64(r.Duration.Microseconds())/1000, r.BilledMs, r.MemoryMB, r.MaxMemoryMB)
 	if r.StartKind == api.StartCold {
 		line += fmt.Sprintf("\tInit Duration: %.2f ms", float64(r.InitDuration.Microseconds())/1000)
 	}

@@ -312,6 +312,19 @@ func (c *Containerd) Launch(ctx context.Context, spec launchSpec) (process, erro
 		p.exitCode, _, p.exitErr = st.Result()
 		// The cgroup lives until the task is deleted: keep its last word.
 		p.readMemory()
+		// Let the output copy finish, so amber-init's last frames (its
+		// exit reason) arrive before the stream is closed.
+		drained := make(chan struct{})
+		go func() {
+			if pio := task.IO(); pio != nil {
+				pio.Wait()
+			}
+			close(drained)
+		}()
+		select {
+		case <-drained:
+		case <-time.After(time.Second):
+		}
 		close(p.exit)
 	}()
 	if err := task.Start(ctx); err != nil {

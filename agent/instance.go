@@ -43,7 +43,13 @@ type launcher interface {
 var (
 	errInstanceDead = errors.New("instance exited")
 	errTimedOut     = errors.New("task timed out")
+	// errNotStarted: the instance ended before its runtime took the
+	// invocation (a runtime exits after a panic, for one): safe to retry.
+	errNotStarted = errors.New("instance ended before the invocation started")
 )
+
+// parkTimeout bounds the wait for a warm runtime to come back to /next.
+const parkTimeout = 2 * time.Second
 
 type callResult struct {
 	kind api.FrameKind // FrameResponse or FrameError
@@ -71,6 +77,7 @@ type instance struct {
 	stdoutR *io.PipeReader
 
 	initDone chan struct{} // closed on the runtime's first /next
+	parked   chan struct{} // holds a token while the runtime waits on /next
 	initOnce sync.Once
 	dead     chan struct{} // closed when the frame stream ends
 	deadMsg  string        // why, with the runtime's last output
@@ -109,7 +116,7 @@ func startInstance(ctx context.Context, cfg instanceConfig) (*instance, error) {
 	in := &instance{
 		id: id, fn: fn, agent: cfg.agent, kind: api.StartCold, log: cfg.log.With("instance", id, "function", fn.Name),
 		logs: cfg.logs, w: api.NewFrameWriter(inW), stdinW: inW, stdoutR: outR,
-		initDone: make(chan struct{}), dead: make(chan struct{}),
+		initDone: make(chan struct{}), parked: make(chan struct{}, 1), dead: make(chan struct{}),
 		state: api.StateCreating, createdAt: time.Now(),
 	}
 	if in.logs == nil {
@@ -124,9 +131,8 @@ func startInstance(ctx context.Context, cfg instanceConfig) (*instance, error) {
 	}
 	in.proc = proc
 	go in.readLoop()
-	go func() { // the task ended: end the frame stream once init has said its last
+	go func() { // the task ended and its output is copied: end the frame stream
 		<-proc.Exited()
-		time.Sleep(50 * time.Millisecond)
 		outW.Close()
 	}()
 	in.setState(api.StateInitializing)
@@ -223,6 +229,10 @@ func (in *instance) readLoop() {
 		switch f.Kind {
 		case api.FrameReady:
 			in.initOnce.Do(func() { close(in.initDone) })
+			select {
+			case in.parked <- struct{}{}:
+			default:
+			}
 		case api.FrameResponse, api.FrameError:
 			in.mu.Lock()
 			p := in.pending
@@ -283,6 +293,21 @@ func (in *instance) readLoop() {
 // must not be reused.
 func (in *instance) invoke(ctx context.Context, reqID string, payload []byte, timeout time.Duration) (callResult, error) {
 	p := &pendingCall{id: reqID, done: make(chan callResult, 1)}
+	// Send work only to a runtime parked on /next: one that is about to
+	// exit (after a panic, say) never gets an invocation it cannot answer.
+	park := time.NewTimer(parkTimeout)
+	select {
+	case <-in.parked:
+		park.Stop()
+	case <-in.dead:
+		park.Stop()
+		return callResult{}, errNotStarted
+	case <-park.C:
+		return callResult{}, fmt.Errorf("%w: the runtime did not return to /next within %s", errNotStarted, parkTimeout)
+	case <-ctx.Done():
+		park.Stop()
+		return callResult{}, ctx.Err()
+	}
 	in.mu.Lock()
 	if in.pending != nil || in.state == api.StateGone {
 		in.mu.Unlock()

@@ -32,7 +32,7 @@ func TestLogStoreBounds(t *testing.T) {
 			if len(got) != tt.wantCount {
 				t.Fatalf("kept %d records, want %d", len(got), tt.wantCount)
 			}
-			if last := got[len(got)-1]; !last.Time.Equal(t0.Add(time.Duration(tt.add-1))) {
+			if last := got[len(got)-1]; !last.Time.Equal(t0.Add(time.Duration(tt.add - 1))) {
 				t.Errorf("newest record lost: last is %v", last.Time)
 			}
 			for _, r := range got {

@@ -20,6 +20,7 @@ const (
 	HeaderDurationUs    = "Amber-Duration-Us"
 	HeaderBilledMs      = "Amber-Billed-Ms"
 	HeaderMemoryMB      = "Amber-Memory-Mb"
+	HeaderMaxMemoryMB   = "Amber-Max-Memory-Mb"
 	HeaderFunctionError = "Amber-Function-Error" // "Unhandled" when Payload is a FunctionError
 )
 
@@ -35,6 +36,7 @@ func (r *InvokeResult) WriteHeaders(h http.Header) {
 	h.Set(HeaderDurationUs, strconv.FormatInt(r.Duration.Microseconds(), 10))
 	h.Set(HeaderBilledMs, strconv.FormatInt(r.BilledMs, 10))
 	h.Set(HeaderMemoryMB, strconv.Itoa(r.MemoryMB))
+	h.Set(HeaderMaxMemoryMB, strconv.Itoa(r.MaxMemoryMB))
 	if r.FunctionError != "" {
 		h.Set(HeaderFunctionError, r.FunctionError)
 	}
@@ -54,6 +56,7 @@ func ReadInvokeHeaders(h http.Header, body []byte) *InvokeResult {
 		Duration:      time.Duration(num(HeaderDurationUs)) * time.Microsecond,
 		BilledMs:      num(HeaderBilledMs),
 		MemoryMB:      int(num(HeaderMemoryMB)),
+		MaxMemoryMB:   int(num(HeaderMaxMemoryMB)),
 		FunctionError: h.Get(HeaderFunctionError),
 		Payload:       body,
 	}

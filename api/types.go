@@ -176,6 +176,7 @@ type InvokeResult struct {
 	Duration      time.Duration // the invocation itself
 	BilledMs      int64         // Duration rounded up to whole milliseconds
 	MemoryMB      int
+	MaxMemoryMB   int    // peak memory of the instance so far (its cgroup)
 	FunctionError string // "" on success, else "Unhandled" (the Lambda header value)
 	Payload       []byte
 }

@@ -63,17 +63,36 @@ func BuildExample(ctx context.Context, name, dir string) (string, error) {
 		if b, err := cmd.CombinedOutput(); err != nil {
 			return "", fmt.Errorf("stage %s: %v\n%s", name, err, b)
 		}
-	} else if err := goBuild(ctx, root, filepath.Join(stage, "bootstrap"), "./examples/"+name, "-tags", "lambda.norpc"); err != nil {
+		return packStage(stage, filepath.Join(dir, name+".tar"))
+	}
+	return BuildGoFunction(ctx, "./examples/"+name, name, dir)
+}
+
+// BuildGoFunction builds the Go package pkg (a path relative to the module
+// root) as a function's bootstrap and packs it into dir/NAME.tar.
+func BuildGoFunction(ctx context.Context, pkg, name, dir string) (string, error) {
+	root, err := ModuleRoot()
+	if err != nil {
 		return "", err
 	}
-	out := filepath.Join(dir, name+".tar")
+	stage := filepath.Join(dir, "stage-"+name)
+	if err := os.RemoveAll(stage); err != nil {
+		return "", err
+	}
+	if err := goBuild(ctx, root, filepath.Join(stage, "bootstrap"), pkg, "-tags", "lambda.norpc"); err != nil {
+		return "", err
+	}
+	return packStage(stage, filepath.Join(dir, name+".tar"))
+}
+
+func packStage(stage, out string) (string, error) {
 	f, err := os.Create(out)
 	if err != nil {
 		return "", err
 	}
 	if _, err := ociarchive.Build(stage, f); err != nil {
 		f.Close()
-		return "", fmt.Errorf("build image %s: %w", name, err)
+		return "", fmt.Errorf("build image %s: %w", out, err)
 	}
 	return out, f.Close()
 }

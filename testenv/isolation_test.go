@@ -326,8 +326,11 @@ func TestInstanceMemoryLimitHolds(t *testing.T) {
 			}
 			var fe api.FunctionError
 			_ = json.Unmarshal(res.Payload, &fe)
-			if fe.ErrorType == "Sandbox.Timedout" || took > 15*time.Second {
-				t.Errorf("out of memory took %s and ended as %+v: want a prompt function error, not a hang", took, fe)
+			if fe.ErrorType != "Runtime.OutOfMemory" || !strings.Contains(fe.ErrorMessage, "out of memory") || took > 15*time.Second {
+				t.Errorf("out of memory took %s and ended as %+v: want a prompt Runtime.OutOfMemory error", took, fe)
+			}
+			if res.MaxMemoryMB < 100 || res.MaxMemoryMB > 128 {
+				t.Errorf("max memory used = %d MB, want near the 128 MB limit", res.MaxMemoryMB)
 			}
 			// If the instance is still there (the OOM killer took the
 			// handler, not the runtime, or the removal has not happened
