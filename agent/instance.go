@@ -366,10 +366,17 @@ func (in *instance) invoke(ctx context.Context, reqID string, payload []byte, ti
 
 // snapshot describes the instance for heartbeats and listings.
 func (in *instance) snapshot(agent string) api.Instance {
+	peakMB := 0
+	if m, ok := in.proc.(memoryReader); ok {
+		if peak, err := m.MemoryPeak(); err == nil {
+			peakMB = int((peak + 1<<20 - 1) >> 20)
+		}
+	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	return api.Instance{
-		ID: in.id, Function: in.fn.Name, Version: in.fn.Version, Agent: agent,
+		MaxMemoryMB: peakMB,
+		ID:          in.id, Function: in.fn.Name, Version: in.fn.Version, Agent: agent,
 		State: in.state, StartKind: in.kind, CreatedAt: in.createdAt, LastUsedAt: in.lastUsed,
 		Invocations: in.invocations, MemoryMB: in.fn.MemoryMB,
 	}

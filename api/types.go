@@ -116,6 +116,7 @@ type Instance struct {
 	LastUsedAt  time.Time     `json:"last_used_at,omitzero"`
 	Invocations int64         `json:"invocations"`
 	MemoryMB    int           `json:"memory_mb"`
+	MaxMemoryMB int           `json:"max_memory_mb"` // peak use, from the instance's cgroup
 	Error       string        `json:"error,omitempty"`
 }
 

@@ -178,7 +178,7 @@ func cmdLs(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		var inst []string
 		for _, in := range f.Instances {
-			inst = append(inst, fmt.Sprintf("%s/%s(%s)", in.Agent, in.ID, in.State))
+			inst = append(inst, fmt.Sprintf("%s/%s(%s, %d MB)", in.Agent, in.ID, in.State, in.MaxMemoryMB))
 		}
 		if len(inst) == 0 {
 			inst = []string{"-"}
