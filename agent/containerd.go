@@ -397,6 +397,10 @@ func withImageConfig(img containerd.Image) oci.SpecOpts {
 		if len(s.Process.Env) == 0 {
 			s.Process.Env = []string{defaultPath}
 		}
+		// Lambda container images name their handler in CMD ("app.handler").
+		if len(cfg.Cmd) > 0 {
+			s.Process.Env = append(s.Process.Env, "_HANDLER="+cfg.Cmd[0])
+		}
 		s.Process.Args = append(append([]string{}, cfg.Entrypoint...), cfg.Cmd...)
 		s.Process.Cwd = cfg.WorkingDir
 		if s.Process.Cwd == "" {
