@@ -46,14 +46,21 @@ func (s *logStore) add(r api.LogRecord) {
 	}
 	ring.recs = append(ring.recs, r)
 	ring.bytes += len(r.Text)
+	if len(ring.recs) <= maxLogRecords && ring.bytes <= maxLogBytes {
+		return
+	}
+	// Over a bound: drop the oldest, an eighth more than needed, so the
+	// copy below happens once per many lines rather than on every line.
 	drop := 0
 	for len(ring.recs)-drop > maxLogRecords || ring.bytes > maxLogBytes {
 		ring.bytes -= len(ring.recs[drop].Text)
 		drop++
 	}
-	if drop > 0 {
-		ring.recs = append(ring.recs[:0:0], ring.recs[drop:]...)
+	for extra := len(ring.recs) / 8; extra > 0 && drop < len(ring.recs)-1; extra-- {
+		ring.bytes -= len(ring.recs[drop].Text)
+		drop++
 	}
+	ring.recs = append(ring.recs[:0:0], ring.recs[drop:]...)
 }
 
 // since returns up to limit of the newest records of fn after t.

@@ -15,7 +15,7 @@ func TestLogStoreBounds(t *testing.T) {
 		name      string
 		add       int
 		text      string
-		wantCount int
+		wantCount int // at most
 	}{
 		{"few lines kept", 10, "hello", 10},
 		{"record cap", maxLogRecords + 500, "x", maxLogRecords},
@@ -29,8 +29,9 @@ func TestLogStoreBounds(t *testing.T) {
 				s.add(api.LogRecord{Time: t0.Add(time.Duration(i)), Function: "f", Text: tt.text})
 			}
 			got := s.since("f", time.Time{}, 0)
-			if len(got) != tt.wantCount {
-				t.Fatalf("kept %d records, want %d", len(got), tt.wantCount)
+			// Over a bound the oldest eighth goes at once.
+			if len(got) > tt.wantCount || len(got) < tt.wantCount*3/4 {
+				t.Fatalf("kept %d records, want at most %d and not much fewer", len(got), tt.wantCount)
 			}
 			if last := got[len(got)-1]; !last.Time.Equal(t0.Add(time.Duration(tt.add - 1))) {
 				t.Errorf("newest record lost: last is %v", last.Time)
