@@ -573,7 +573,10 @@ func (c *Containerd) Cleanup(ctx context.Context) (int, error) {
 	var errs []error
 	for _, cont := range conts {
 		p := &ctrProcess{c: c, id: cont.ID(), cont: cont, netns: filepath.Join(c.stateDir, "netns", cont.ID())}
-		if t, err := cont.Task(ctx, nil); err == nil {
+		// cio.Load reattaches to the task's stdio FIFOs without copying,
+		// so deleting the task also removes them (and their folder under
+		// /run/containerd/fifo), which the killed agent could not do.
+		if t, err := cont.Task(ctx, cio.Load); err == nil {
 			p.task = t
 		}
 		if err := p.Close(ctx); err != nil {

@@ -228,6 +228,13 @@ func (in *instance) readLoop() {
 		}
 		switch f.Kind {
 		case api.FrameReady:
+			// Output read after the response but before the runtime came
+			// back to /next still belongs to the invocation it answered.
+			in.mu.Lock()
+			if in.pending == nil {
+				in.current = ""
+			}
+			in.mu.Unlock()
 			in.initOnce.Do(func() { close(in.initDone) })
 			select {
 			case in.parked <- struct{}{}:
@@ -334,7 +341,6 @@ func (in *instance) invoke(ctx context.Context, reqID string, payload []byte, ti
 	finish := func(s api.InstanceState) {
 		in.mu.Lock()
 		in.pending = nil
-		in.current = ""
 		if in.state != api.StateGone {
 			in.state = s
 		}
