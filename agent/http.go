@@ -61,13 +61,9 @@ func (a *Agent) handleInvoke(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, api.Invalid("version", "header %s must be a positive integer, got %q", api.HeaderVersion, r.Header.Get(api.HeaderVersion)))
 		return
 	}
-	payload, err := io.ReadAll(io.LimitReader(r.Body, api.MaxSyncPayload+1))
+	payload, err := api.ReadPayload(r)
 	if err != nil {
-		api.WriteError(w, api.Invalid("payload", "read: %v", err))
-		return
-	}
-	if len(payload) > api.MaxSyncPayload {
-		api.WriteError(w, fmt.Errorf("request payload is over %d bytes: %w", api.MaxSyncPayload, api.ErrTooLarge))
+		api.WriteError(w, err)
 		return
 	}
 	res, err := a.Invoke(r.Context(), name, version, r.Header.Get(api.HeaderRequestID), payload)

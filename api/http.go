@@ -2,6 +2,8 @@ package api
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -67,4 +69,17 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// ReadPayload reads a synchronous invocation's payload, refusing one over
+// MaxSyncPayload with ErrTooLarge.
+func ReadPayload(r *http.Request) ([]byte, error) {
+	payload, err := io.ReadAll(io.LimitReader(r.Body, MaxSyncPayload+1))
+	if err != nil {
+		return nil, Invalid("payload", "read: %v", err)
+	}
+	if len(payload) > MaxSyncPayload {
+		return nil, fmt.Errorf("request payload is over %d bytes: %w", MaxSyncPayload, ErrTooLarge)
+	}
+	return payload, nil
 }

@@ -126,13 +126,9 @@ func (s *Scheduler) handleInvoke(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, err)
 		return
 	}
-	payload, err := io.ReadAll(io.LimitReader(r.Body, api.MaxSyncPayload+1))
+	payload, err := api.ReadPayload(r)
 	if err != nil {
-		api.WriteError(w, api.Invalid("payload", "read: %v", err))
-		return
-	}
-	if len(payload) > api.MaxSyncPayload {
-		api.WriteError(w, fmt.Errorf("request payload is over %d bytes: %w", api.MaxSyncPayload, api.ErrTooLarge))
+		api.WriteError(w, err)
 		return
 	}
 	var fn *api.Function
