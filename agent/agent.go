@@ -21,7 +21,7 @@ import (
 type Registry interface {
 	ImageSource
 	FunctionVersion(ctx context.Context, name string, version int) (*api.Function, error)
-	Heartbeat(ctx context.Context, hb api.Heartbeat) error
+	Heartbeat(ctx context.Context, hb api.Heartbeat) (*api.HeartbeatReply, error)
 }
 
 // Agent runs function instances and serves invocations.
@@ -46,6 +46,13 @@ type Agent struct {
 	all   map[string]*instance
 	busy  int
 	close bool
+	// Pools: the scheduler's targets, instances being prewarmed, cold
+	// starts admitted under a cap, and a channel closed when an instance
+	// comes back idle or goes away.
+	targets  map[string]api.PoolTarget
+	warming  map[fnKey]int
+	starting map[string]int
+	freed    chan struct{}
 }
 
 type fnKey struct {
@@ -92,6 +99,7 @@ func New(reg Registry, opts ...Option) (*Agent, error) {
 		name: "agent", capacityMB: 4096, keepAlive: 10 * time.Minute, interval: time.Second,
 		reg: reg, log: slog.Default(), stats: nodeStats, kick: make(chan struct{}, 1), logs: newLogStore(), initWait: InitTimeout,
 		fns: map[fnKey]*api.Function{}, idle: map[fnKey][]*instance{}, all: map[string]*instance{},
+		targets: map[string]api.PoolTarget{}, warming: map[fnKey]int{}, starting: map[string]int{}, freed: make(chan struct{}),
 	}
 	for _, o := range opts {
 		o(a)
@@ -117,6 +125,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	for {
 		a.heartbeat(ctx)
 		a.reap(time.Now())
+		a.reconcile(ctx)
 		select {
 		case <-ctx.Done():
 			a.Shutdown(context.WithoutCancel(ctx))
@@ -131,9 +140,14 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	hb := api.Heartbeat{Name: a.name, URL: a.url, CapacityMB: a.capacityMB, Stats: a.stats(), Instances: a.Instances()}
 	hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if err := a.reg.Heartbeat(hctx, hb); err != nil && ctx.Err() == nil {
-		a.log.Warn("heartbeat failed", "err", err)
+	reply, err := a.reg.Heartbeat(hctx, hb)
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Warn("heartbeat failed", "err", err)
+		}
+		return
 	}
+	a.setTargets(reply.Targets)
 }
 
 // notify asks for an early heartbeat after a change of instance state.
@@ -243,11 +257,13 @@ func (a *Agent) release(k fnKey, in *instance, healthy bool) {
 		in.kind = api.StartWarm
 		in.mu.Unlock()
 		a.idle[k] = append(a.idle[k], in)
+		a.signalFreedLocked()
 		a.mu.Unlock()
 		a.notify()
 		return
 	}
 	delete(a.all, in.id)
+	a.signalFreedLocked()
 	a.mu.Unlock()
 	go in.close(context.Background())
 	a.notify()
@@ -337,12 +353,16 @@ func (a *Agent) Invoke(ctx context.Context, name string, version int, reqID stri
 // instanceFor finds an idle instance of the version or starts one. An init
 // failure is returned as a finished result for the invoker.
 func (a *Agent) instanceFor(ctx context.Context, k fnKey, fn *api.Function, res *api.InvokeResult) (*instance, *api.InvokeResult, error) {
-	if in := a.acquire(k); in != nil {
+	if in, err := a.waitForCap(ctx, k); err != nil || in != nil {
 		res.StartKind = api.StartWarm
-		return in, nil, nil
+		return in, nil, err
 	}
+	// waitForCap counted this start in a.starting: it stays counted until
+	// the instance is in a.all or has failed, so a cap is never overrun.
+	unstart := func() { a.starting[k.name]-- }
 	a.mu.Lock()
 	if a.close {
+		unstart()
 		a.mu.Unlock()
 		return nil, nil, fmt.Errorf("agent %s is shutting down: %w", a.name, api.ErrUnavailable)
 	}
@@ -355,6 +375,8 @@ func (a *Agent) instanceFor(ctx context.Context, k fnKey, fn *api.Function, res 
 	if err != nil {
 		a.mu.Lock()
 		a.busy--
+		unstart()
+		a.signalFreedLocked()
 		a.mu.Unlock()
 		var fe *api.FunctionError
 		if errors.As(err, &fe) {
@@ -366,6 +388,7 @@ func (a *Agent) instanceFor(ctx context.Context, k fnKey, fn *api.Function, res 
 	}
 	a.mu.Lock()
 	a.all[in.id] = in
+	unstart()
 	a.mu.Unlock()
 	go a.forgetWhenDead(k, in)
 	a.notify()
@@ -408,10 +431,15 @@ func (a *Agent) reap(now time.Time) {
 	a.mu.Lock()
 	var old []*instance
 	for k, list := range a.idle {
+		keepAlive := a.keepAliveLocked(k.name)
+		floor := 0 // the pool's min_warm is never reaped
+		if t, ok := a.targets[k.name]; ok && t.Version == k.version {
+			floor = t.MinWarm
+		}
 		keep := list[:0]
-		for _, in := range list {
+		for i, in := range list {
 			in.mu.Lock()
-			expired := now.Sub(in.lastUsed) > a.keepAlive
+			expired := now.Sub(in.lastUsed) > keepAlive && len(list)-i > floor
 			in.mu.Unlock()
 			if expired {
 				old = append(old, in)

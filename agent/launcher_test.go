@@ -402,10 +402,11 @@ func (l *fakeLauncher) killAll() {
 
 // fakeRegistry serves function specs from a map and records heartbeats.
 type fakeRegistry struct {
-	mu   sync.Mutex
-	fns  map[fnKey]*api.Function
-	hbs  []api.Heartbeat
-	hbCh chan struct{} // signalled on each heartbeat
+	mu      sync.Mutex
+	fns     map[fnKey]*api.Function
+	hbs     []api.Heartbeat
+	targets []api.PoolTarget
+	hbCh    chan struct{} // signalled on each heartbeat
 }
 
 func newFakeRegistry(fns ...*api.Function) *fakeRegistry {
@@ -430,15 +431,23 @@ func (r *fakeRegistry) FunctionVersion(_ context.Context, name string, version i
 	return fn, nil
 }
 
-func (r *fakeRegistry) Heartbeat(_ context.Context, hb api.Heartbeat) error {
+func (r *fakeRegistry) Heartbeat(_ context.Context, hb api.Heartbeat) (*api.HeartbeatReply, error) {
 	r.mu.Lock()
 	r.hbs = append(r.hbs, hb)
+	reply := &api.HeartbeatReply{Targets: append([]api.PoolTarget{}, r.targets...)}
 	r.mu.Unlock()
 	select {
 	case r.hbCh <- struct{}{}:
 	default:
 	}
-	return nil
+	return reply, nil
+}
+
+// setTargets makes later heartbeats answer with these pool targets.
+func (r *fakeRegistry) setTargets(ts ...api.PoolTarget) {
+	r.mu.Lock()
+	r.targets = ts
+	r.mu.Unlock()
 }
 
 func (r *fakeRegistry) heartbeats() []api.Heartbeat {

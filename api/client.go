@@ -253,8 +253,32 @@ func (c *Client) Invoke(ctx context.Context, name string, payload []byte) (*Invo
 }
 
 // Heartbeat registers the agent or refreshes its entry.
-func (c *Client) Heartbeat(ctx context.Context, hb Heartbeat) error {
-	return c.doJSON(ctx, http.MethodPost, "/v1/agents/heartbeat", hb, nil)
+func (c *Client) Heartbeat(ctx context.Context, hb Heartbeat) (*HeartbeatReply, error) {
+	var out HeartbeatReply
+	if err := c.doJSON(ctx, http.MethodPost, "/v1/agents/heartbeat", hb, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Pool returns a function's pool settings, shares and auto-mode
+// recommendation. GET /v1/functions/{name}/pool
+func (c *Client) Pool(ctx context.Context, name string) (*PoolStatus, error) {
+	var out PoolStatus
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/functions/"+url.PathEscape(name)+"/pool", nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// SetPool changes some of a function's pool settings and returns the pool
+// as the scheduler confirmed it. PUT /v1/functions/{name}/pool
+func (c *Client) SetPool(ctx context.Context, name string, change PoolChange) (*PoolStatus, error) {
+	var out PoolStatus
+	if err := c.doJSON(ctx, http.MethodPut, "/v1/functions/"+url.PathEscape(name)+"/pool", change, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 // Agents lists the agents the scheduler knows, sorted by name.

@@ -16,6 +16,7 @@ var (
 	ErrUnavailable  = errors.New("unavailable")
 	ErrTooLarge     = errors.New("too large")
 	ErrTimeout      = errors.New("timed out")
+	ErrThrottled    = errors.New("too many requests")
 )
 
 // FieldError is a validation failure naming the offending field.
@@ -45,6 +46,8 @@ func StatusFor(err error) (int, string) {
 		return http.StatusConflict, "Conflict"
 	case errors.Is(err, ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, "RequestTooLarge"
+	case errors.Is(err, ErrThrottled):
+		return http.StatusTooManyRequests, "TooManyRequestsException"
 	case errors.Is(err, ErrTimeout):
 		return http.StatusGatewayTimeout, "Timeout"
 	case errors.Is(err, ErrUnavailable):
@@ -69,7 +72,9 @@ func SentinelFor(status int) error {
 		return ErrTooLarge
 	case http.StatusGatewayTimeout:
 		return ErrTimeout
-	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusTooManyRequests:
+	case http.StatusTooManyRequests:
+		return ErrThrottled
+	case http.StatusServiceUnavailable, http.StatusBadGateway:
 		return ErrUnavailable
 	default:
 		return errors.New(http.StatusText(status))

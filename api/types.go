@@ -86,14 +86,22 @@ type Function struct {
 
 // FunctionStats are the scheduler's running counters for a function.
 type FunctionStats struct {
-	Invocations   int64     `json:"invocations"`
-	Errors        int64     `json:"errors"`
-	ColdStarts    int64     `json:"cold_starts"`
-	WarmStarts    int64     `json:"warm_starts"`
-	BilledMs      int64     `json:"billed_ms"`  // sum of billed durations
-	GBSeconds     float64   `json:"gb_seconds"` // sum of billed duration × memory
-	LastStartKind StartKind `json:"last_start_kind,omitempty"`
-	LastInvokedAt time.Time `json:"last_invoked_at,omitzero"`
+	Invocations int64 `json:"invocations"`
+	Errors      int64 `json:"errors"`
+	ColdStarts  int64 `json:"cold_starts"`
+	WarmStarts  int64 `json:"warm_starts"`
+	Throttles   int64 `json:"throttles"`     // 429s at max_instances
+	QueueWaitMs int64 `json:"queue_wait_ms"` // total wait for a slot under max_instances
+	// WarmHitRatio is the share of invocations that found a warm instance.
+	WarmHitRatio float64 `json:"warm_hit_ratio"`
+	// ColdStartsPerMinute over the last five minutes.
+	ColdStartsPerMinute float64 `json:"cold_starts_per_minute"`
+	// IdleInstanceSeconds is instance time spent idle (warmth), from heartbeats.
+	IdleInstanceSeconds float64   `json:"idle_instance_seconds"`
+	BilledMs            int64     `json:"billed_ms"`  // sum of billed durations
+	GBSeconds           float64   `json:"gb_seconds"` // sum of billed duration × memory
+	LastStartKind       StartKind `json:"last_start_kind,omitempty"`
+	LastInvokedAt       time.Time `json:"last_invoked_at,omitzero"`
 }
 
 // FunctionStatus is a function with its live instances and counters, as
@@ -102,6 +110,7 @@ type FunctionStatus struct {
 	Function
 	Instances []Instance    `json:"instances"`
 	Stats     FunctionStats `json:"stats"`
+	Pool      PoolStatus    `json:"pool"`
 }
 
 // Instance is one running function instance on an agent.

@@ -94,11 +94,11 @@ func TestClient(t *testing.T) {
 	}
 
 	ag := newFakeAgent(t, "n1")
-	if err := c.Heartbeat(ctx, api.Heartbeat{Name: "n1", URL: ag.srv.URL, CapacityMB: 1024,
+	if _, err := c.Heartbeat(ctx, api.Heartbeat{Name: "n1", URL: ag.srv.URL, CapacityMB: 1024,
 		Instances: []api.Instance{{ID: "i1", Function: "echo", Version: 2, State: api.StateIdle}}}); err != nil {
 		t.Fatalf("Heartbeat: %v", err)
 	}
-	if err := c.Heartbeat(ctx, api.Heartbeat{Name: "N1"}); !errors.Is(err, api.ErrInvalid) {
+	if _, err := c.Heartbeat(ctx, api.Heartbeat{Name: "N1"}); !errors.Is(err, api.ErrInvalid) {
 		t.Errorf("bad heartbeat: %v", err)
 	}
 	agents, err := c.Agents(ctx)

@@ -29,11 +29,7 @@ type fnStats struct{ api.FunctionStats }
 func (s *Scheduler) record(name string, kind api.StartKind, failed bool, billed *api.InvokeResult) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st, ok := s.stats[name]
-	if !ok {
-		st = &fnStats{}
-		s.stats[name] = st
-	}
+	st := s.statsLocked(name)
 	st.Invocations++
 	if failed {
 		st.Errors++
@@ -56,11 +52,59 @@ func (s *Scheduler) record(name string, kind api.StartKind, failed bool, billed 
 
 func (s *Scheduler) statsFor(name string) api.FunctionStats {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	var out api.FunctionStats
 	if st, ok := s.stats[name]; ok {
-		return st.FunctionStats
+		out = st.FunctionStats
 	}
-	return api.FunctionStats{}
+	s.mu.Unlock()
+	if out.Invocations > 0 {
+		out.WarmHitRatio = float64(out.WarmStarts) / float64(out.Invocations)
+	}
+	cold := 0
+	for _, a := range s.arrivals.recent(name, s.now().Add(-5*time.Minute)) {
+		if a.cold {
+			cold++
+		}
+	}
+	out.ColdStartsPerMinute = float64(cold) / 5
+	return out
+}
+
+// statsLocked returns a function's counters, creating them.
+func (s *Scheduler) statsLocked(name string) *fnStats {
+	st, ok := s.stats[name]
+	if !ok {
+		st = &fnStats{}
+		s.stats[name] = st
+	}
+	return st
+}
+
+// recordQueue counts the wait for a slot under max_instances, and throttles.
+func (s *Scheduler) recordQueue(name string, waited time.Duration, throttled bool) {
+	if waited == 0 && !throttled {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.statsLocked(name)
+	st.QueueWaitMs += waited.Milliseconds()
+	if throttled {
+		st.Throttles++
+	}
+}
+
+// recordIdleLocked adds warmth: the idle instances an agent reported, for
+// the time since its previous heartbeat.
+func (s *Scheduler) recordIdleLocked(instances []api.Instance, since time.Duration) {
+	if since <= 0 || since > time.Minute {
+		return
+	}
+	for _, in := range instances {
+		if in.State == api.StateIdle {
+			s.statsLocked(in.Function).IdleInstanceSeconds += since.Seconds()
+		}
+	}
 }
 
 func (s *Scheduler) dropStats(name string) {
@@ -154,6 +198,27 @@ func (s *Scheduler) handleInvoke(w http.ResponseWriter, r *http.Request) {
 	}
 	reqID := s.newRequestID()
 	log := s.log.With("function", name, "version", fn.Version, "request_id", reqID)
+
+	pool, err := s.reg.pool(name)
+	if err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	done, waited, err := s.limits.admit(r.Context(), name, pool.MaxInstances)
+	s.recordQueue(name, waited, err != nil)
+	if err != nil {
+		log.Info("throttled", "max_instances", pool.MaxInstances, "waited", waited)
+		w.Header().Set(api.HeaderRequestID, reqID)
+		api.WriteError(w, err)
+		return
+	}
+	defer done()
+	arrived := s.now()
+	concurrent := s.limits.current(name)
+	defer func() {
+		kind := api.StartKind(w.Header().Get(api.HeaderStartKind))
+		s.arrivals.add(name, arrival{at: arrived, concurrent: concurrent, cold: kind == api.StartCold || kind == api.StartRestore})
+	}()
 
 	exclude := map[string]bool{}
 	var refused []string

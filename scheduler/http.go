@@ -30,7 +30,9 @@ const maxSpecBytes = 1 << 20
 //	GET    /v1/functions/{name}/versions/{v}      api.Function
 //	POST   /v1/functions/{name}/invoke            body: payload → the agent's answer, Amber-* headers
 //	GET    /v1/functions/{name}/logs?since=&limit=  []api.LogRecord from every agent, oldest first
-//	POST   /v1/agents/heartbeat                   body: api.Heartbeat → 204
+//	GET    /v1/functions/{name}/pool              api.PoolStatus
+//	PUT    /v1/functions/{name}/pool              body: api.PoolChange → api.PoolStatus
+//	POST   /v1/agents/heartbeat                   body: api.Heartbeat → api.HeartbeatReply (pool targets)
 //	GET    /v1/agents                             []api.AgentStatus, by name
 //	GET    /v1/state                              api.ClusterState
 //
@@ -53,6 +55,8 @@ func (s *Scheduler) Handler() http.Handler {
 	v1("GET /v1/functions/{name}/versions/{version}", s.handleGetVersion)
 	v1("POST /v1/functions/{name}/invoke", s.handleInvoke)
 	v1("GET /v1/functions/{name}/logs", s.handleLogs)
+	v1("GET /v1/functions/{name}/pool", s.handleGetPool)
+	v1("PUT /v1/functions/{name}/pool", s.handlePutPool)
 	v1("POST /v1/agents/heartbeat", s.handleHeartbeat)
 	v1("GET /v1/agents", s.handleListAgents)
 	v1("GET /v1/state", s.handleState)
@@ -215,7 +219,11 @@ func (s *Scheduler) status(fn api.Function, instances map[string][]api.Instance)
 	if in == nil {
 		in = []api.Instance{}
 	}
-	return api.FunctionStatus{Function: fn, Instances: in, Stats: s.statsFor(fn.Name)}
+	st := api.FunctionStatus{Function: fn, Instances: in, Stats: s.statsFor(fn.Name)}
+	if pool, err := s.poolStatus(fn.Name); err == nil {
+		st.Pool = *pool
+	}
+	return st
 }
 
 func (s *Scheduler) functionStatuses() ([]api.FunctionStatus, error) {
@@ -257,6 +265,7 @@ func (s *Scheduler) handleDeleteFunction(w http.ResponseWriter, r *http.Request)
 		return
 	}
 	s.dropStats(name)
+	s.arrivals.drop(name)
 	s.log.Info("function deleted", "function", name)
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -294,7 +303,12 @@ func (s *Scheduler) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, err)
 		return
 	}
-	w.WriteHeader(http.StatusNoContent)
+	targets, err := s.targetsFor(hb.Name)
+	if err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, api.HeartbeatReply{Targets: targets})
 }
 
 func (s *Scheduler) handleListAgents(w http.ResponseWriter, _ *http.Request) {

@@ -30,6 +30,8 @@ type agentEntry struct {
 	gen    uint64
 	claims map[fnKey]int
 	idle   map[fnKey]int // idle instances in the last heartbeat
+	// inflight counts this agent's invocations in flight, per function.
+	inflight map[string]int
 }
 
 // reservation is one invocation's hold on an agent, released when it ends.
@@ -79,11 +81,14 @@ func (s *Scheduler) heartbeat(hb api.Heartbeat) error {
 	defer s.mu.Unlock()
 	e, ok := s.agents[hb.Name]
 	if !ok {
-		e = &agentEntry{}
+		e = &agentEntry{inflight: map[string]int{}}
 		s.agents[hb.Name] = e
 		s.log.Info("agent registered", "agent", hb.Name, "url", hb.URL, "capacity_mb", hb.CapacityMB)
 	} else if st := s.stateLocked(e); st != api.AgentReady {
 		s.log.Info("agent back", "agent", hb.Name, "was", string(st))
+	}
+	if ok {
+		s.recordIdleLocked(e.hb.Instances, s.now().Sub(e.lastSeen))
 	}
 	e.hb = hb
 	e.lastSeen = s.now()
@@ -169,15 +174,17 @@ func (s *Scheduler) instancesByFunction() map[string][]api.Instance {
 
 // candidatesLocked builds placement's view of the agents for one function
 // version, sorted by name.
-func (s *Scheduler) candidatesLocked(k fnKey) []Candidate {
+func (s *Scheduler) candidatesLocked(k fnKey, caps map[string]int) []Candidate {
 	out := make([]Candidate, 0, len(s.agents))
 	for name, e := range s.agents {
+		capN, capped := caps[name]
 		out = append(out, Candidate{
 			Name:          name,
 			State:         s.stateLocked(e),
 			CapacityMB:    e.hb.CapacityMB,
 			ReservedMB:    e.reservedMB,
 			IdleInstances: max(0, e.idle[k]-e.claims[k]),
+			AtCap:         caps != nil && (!capped || e.inflight[k.name] >= capN),
 		})
 	}
 	slices.SortFunc(out, func(a, b Candidate) int { return strings.Compare(a.Name, b.Name) })
@@ -189,15 +196,21 @@ func (s *Scheduler) candidatesLocked(k fnKey) []Candidate {
 // reservation and the agent's URL.
 func (s *Scheduler) reserve(fn *api.Function, exclude map[string]bool) (reservation, string, Placement, error) {
 	k := fnKey{fn.Name, fn.Version}
+	pool, err := s.reg.pool(fn.Name)
+	if err != nil {
+		return reservation{}, "", Placement{}, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p, err := Place(PlacementRequest{Function: fn.Name, Version: fn.Version, MemoryMB: fn.MemoryMB, Exclude: exclude}, s.candidatesLocked(k))
+	caps := s.capSharesLocked(fn.Name, pool)
+	p, err := Place(PlacementRequest{Function: fn.Name, Version: fn.Version, MemoryMB: fn.MemoryMB, Exclude: exclude}, s.candidatesLocked(k, caps))
 	if err != nil {
 		return reservation{}, "", Placement{}, err
 	}
 	e := s.agents[p.Agent]
 	r := reservation{agent: p.Agent, key: k, memoryMB: fn.MemoryMB, gen: e.gen, claimed: p.Reason == ReasonIdleInstance}
 	e.reservedMB += r.memoryMB
+	e.inflight[k.name]++
 	if r.claimed {
 		e.claims[k]++
 	}
@@ -213,6 +226,7 @@ func (s *Scheduler) release(r reservation) {
 		return
 	}
 	e.reservedMB -= r.memoryMB
+	e.inflight[r.key.name]--
 	// The instance is idle again; if a heartbeat came in meanwhile, the
 	// claims were reset with it and there is nothing to give back.
 	if r.claimed && r.gen == e.gen && e.claims[r.key] > 0 {

@@ -18,6 +18,9 @@ type Candidate struct {
 	// version the agent's last heartbeat showed, minus those the scheduler
 	// has handed out since that heartbeat.
 	IdleInstances int
+	// AtCap is set when the agent already runs its share of the function's
+	// max_instances: it may take the invocation only on an idle instance.
+	AtCap bool
 }
 
 // FreeMB is the memory left for new invocations.
@@ -85,6 +88,8 @@ func Place(req PlacementRequest, cands []Candidate) (Placement, error) {
 		switch {
 		case c.IdleInstances > 0:
 			reason = ReasonIdleInstance
+		case c.AtCap:
+			continue
 		case c.FreeMB() >= req.MemoryMB:
 			reason = ReasonFreeMemory
 		default:

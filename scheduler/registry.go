@@ -39,7 +39,7 @@ func openRegistry(path string, now func() time.Time) (*registry, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketFunctions, bucketSequences} {
+		for _, b := range [][]byte{bucketFunctions, bucketSequences, bucketPools} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -221,6 +221,11 @@ func (r *registry) remove(name string) error {
 		fns := tx.Bucket(bucketFunctions)
 		if fns.Bucket([]byte(name)) == nil {
 			return notFound(name)
+		}
+		if pools := tx.Bucket(bucketPools); pools != nil {
+			if err := pools.Delete([]byte(name)); err != nil {
+				return err
+			}
 		}
 		return fns.DeleteBucket([]byte(name))
 	})

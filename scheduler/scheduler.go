@@ -59,6 +59,9 @@ type Scheduler struct {
 	mu     sync.Mutex
 	agents map[string]*agentEntry
 	stats  map[string]*fnStats
+
+	limits   *limiter
+	arrivals *arrivals
 }
 
 // Option configures a Scheduler.
@@ -124,6 +127,8 @@ func New(opts ...Option) (*Scheduler, error) {
 		newRequestID:  newRequestID,
 		agents:        map[string]*agentEntry{},
 		stats:         map[string]*fnStats{},
+		limits:        newLimiter(),
+		arrivals:      newArrivals(),
 	}
 	for _, o := range opts {
 		o(s)

@@ -506,7 +506,7 @@ func TestInvokeForwarded(t *testing.T) {
 	}
 
 	st := decode[api.FunctionStatus](t, ts.do(t, "GET", "/v1/functions/echo", nil), http.StatusOK)
-	want := api.FunctionStats{Invocations: 3, Errors: 2, ColdStarts: 1, WarmStarts: 1, BilledMs: 2, GBSeconds: 0.00025, LastStartKind: api.StartCold, LastInvokedAt: ts.clock.Now()}
+	want := api.FunctionStats{Invocations: 3, Errors: 2, ColdStarts: 1, WarmStarts: 1, WarmHitRatio: 1.0 / 3, ColdStartsPerMinute: 0.2, BilledMs: 2, GBSeconds: 0.00025, LastStartKind: api.StartCold, LastInvokedAt: ts.clock.Now()}
 	if st.Stats != want {
 		t.Errorf("stats %+v; want %+v", st.Stats, want)
 	}

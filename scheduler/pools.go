@@ -1,0 +1,331 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/amberfn/amber/api"
+)
+
+// Pool settings live beside the versions, in their own bucket:
+//
+//	pools/<name>   JSON api.PoolSettings
+var bucketPools = []byte("pools")
+
+// Bounds on the wait for a slot under a function's max_instances.
+const (
+	maxQueued    = 64              // invocations waiting per function
+	maxQueueWait = 5 * time.Second // then 429
+)
+
+// pool reads a function's settings; a function never tuned has the defaults.
+func (r *registry) pool(name string) (api.PoolSettings, error) {
+	p := api.DefaultPool()
+	err := r.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketPools)
+		if b == nil {
+			return nil
+		}
+		if data := b.Get([]byte(name)); data != nil {
+			return json.Unmarshal(data, &p)
+		}
+		return nil
+	})
+	return p, err
+}
+
+// setPool stores a function's settings (validated already).
+func (r *registry) setPool(name string, p api.PoolSettings) error {
+	data, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	return r.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketFunctions).Bucket([]byte(name)) == nil {
+			return notFound(name)
+		}
+		b, err := tx.CreateBucketIfNotExists(bucketPools)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(name), data)
+	})
+}
+
+// pools reads every function's settings (for heartbeat replies).
+func (r *registry) pools() (map[string]api.PoolSettings, error) {
+	out := map[string]api.PoolSettings{}
+	err := r.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketPools)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			p := api.DefaultPool()
+			if err := json.Unmarshal(v, &p); err != nil {
+				return fmt.Errorf("decode pool of %q: %w", k, err)
+			}
+			out[string(k)] = p
+			return nil
+		})
+	})
+	return out, err
+}
+
+// spread divides n among agents: the function's home agent first (the
+// rendezvous order placement also uses), one each in turn.
+func spread(function string, n int, agents []string) map[string]int {
+	out := make(map[string]int, len(agents))
+	if len(agents) == 0 {
+		return out
+	}
+	order := slices.Clone(agents)
+	slices.SortFunc(order, func(a, b string) int {
+		ha, hb := homeScore(function, a), homeScore(function, b)
+		switch {
+		case ha > hb:
+			return -1
+		case ha < hb:
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	for i := range n {
+		out[order[i%len(order)]]++
+	}
+	return out
+}
+
+// readyAgentsLocked lists the agents placement may use.
+func (s *Scheduler) readyAgentsLocked() []string {
+	var out []string
+	for name, e := range s.agents {
+		if s.stateLocked(e) == api.AgentReady && !e.unreachable {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// effectiveMinWarm is min_warm, or the recommendation in auto mode.
+func (s *Scheduler) effectiveMinWarm(name string, p api.PoolSettings) int {
+	if !p.Auto {
+		return p.MinWarm
+	}
+	n := s.recommend(name, p).MinWarm
+	if p.MaxInstances > 0 {
+		n = min(n, p.MaxInstances)
+	}
+	return n
+}
+
+// capShares is each ready agent's share of a function's max_instances;
+// nil when the function has no cap.
+func (s *Scheduler) capSharesLocked(name string, p api.PoolSettings) map[string]int {
+	if p.MaxInstances == 0 {
+		return nil
+	}
+	return spread(name, p.MaxInstances, s.readyAgentsLocked())
+}
+
+// targetsFor is what one agent should keep, for every tuned function.
+func (s *Scheduler) targetsFor(agent string) ([]api.PoolTarget, error) {
+	pools, err := s.reg.pools()
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(pools))
+	for n := range pools {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	targets := []api.PoolTarget{}
+	for _, name := range names {
+		p := pools[name]
+		fn, err := s.reg.latest(name)
+		if err != nil {
+			continue // deleted
+		}
+		minWarm := s.effectiveMinWarm(name, p)
+		s.mu.Lock()
+		ready := s.readyAgentsLocked()
+		warm := spread(name, minWarm, ready)
+		caps := s.capSharesLocked(name, p)
+		s.mu.Unlock()
+		t := api.PoolTarget{Function: name, Version: fn.Version, MinWarm: warm[agent], KeepAlive: p.KeepAlive}
+		if caps != nil {
+			t.MaxInstances = caps[agent]
+			if t.MaxInstances == 0 {
+				t.MaxInstances = -1 // this agent holds no share of the cap: no new instances
+			}
+		}
+		targets = append(targets, t)
+	}
+	return targets, nil
+}
+
+// poolStatus builds the pool view of one function.
+func (s *Scheduler) poolStatus(name string) (*api.PoolStatus, error) {
+	p, err := s.reg.pool(name)
+	if err != nil {
+		return nil, err
+	}
+	st := &api.PoolStatus{PoolSettings: p, Function: name, EffectiveMinWarm: s.effectiveMinWarm(name, p),
+		Recommendation: s.recommend(name, p), Shares: []api.PoolShare{}}
+	s.mu.Lock()
+	ready := s.readyAgentsLocked()
+	warm := spread(name, st.EffectiveMinWarm, ready)
+	caps := s.capSharesLocked(name, p)
+	for _, a := range ready {
+		sh := api.PoolShare{Agent: a, MinWarm: warm[a], MaxInstances: caps[a]}
+		for _, in := range s.agents[a].hb.Instances {
+			if in.Function != name {
+				continue
+			}
+			switch in.State {
+			case api.StateIdle:
+				sh.Idle++
+			case api.StateBusy:
+				sh.Busy++
+			}
+		}
+		st.Shares = append(st.Shares, sh)
+	}
+	s.mu.Unlock()
+	return st, nil
+}
+
+func (s *Scheduler) handleGetPool(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if _, err := s.reg.latest(name); err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	st, err := s.poolStatus(name)
+	if err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, st)
+}
+
+// handlePutPool applies a partial change to a function's pool. It takes
+// effect at the agents' next heartbeat (within a second): growing starts
+// instances, shrinking retires idle ones only.
+func (s *Scheduler) handlePutPool(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var change api.PoolChange
+	if err := decodeJSON(w, r, 64<<10, &change); err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	if _, err := s.reg.latest(name); err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	cur, err := s.reg.pool(name)
+	if err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	next := change.Apply(cur)
+	if err := next.Validate(); err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	if err := s.reg.setPool(name, next); err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	s.log.Info("pool changed", "function", name, "min_warm", next.MinWarm, "max_instances", next.MaxInstances,
+		"keep_alive", next.KeepAlive.String(), "auto", next.Auto)
+	st, err := s.poolStatus(name)
+	if err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, st)
+}
+
+// limiter holds a function's invocations to max_instances at once, with
+// a bounded queue and a bounded wait.
+type limiter struct {
+	mu       sync.Mutex
+	inflight map[string]int
+	waiting  map[string]int
+	wake     map[string]chan struct{}
+}
+
+func newLimiter() *limiter {
+	return &limiter{inflight: map[string]int{}, waiting: map[string]int{}, wake: map[string]chan struct{}{}}
+}
+
+// admit waits for a slot under max (0: no cap) and returns its release.
+func (l *limiter) admit(ctx context.Context, fn string, max int) (func(), time.Duration, error) {
+	start := time.Now()
+	l.mu.Lock()
+	if max <= 0 || l.inflight[fn] < max {
+		l.inflight[fn]++
+		l.mu.Unlock()
+		return l.releaser(fn), 0, nil
+	}
+	if l.waiting[fn] >= maxQueued {
+		l.mu.Unlock()
+		return nil, 0, fmt.Errorf("function %s is at max_instances %d with %d invocations queued: %w", fn, max, maxQueued, api.ErrThrottled)
+	}
+	l.waiting[fn]++
+	defer func() { l.waiting[fn]--; l.mu.Unlock() }()
+	timer := time.NewTimer(maxQueueWait)
+	defer timer.Stop()
+	for l.inflight[fn] >= max {
+		ch := l.wake[fn]
+		if ch == nil {
+			ch = make(chan struct{})
+			l.wake[fn] = ch
+		}
+		l.mu.Unlock()
+		select {
+		case <-ch:
+		case <-timer.C:
+			l.mu.Lock()
+			return nil, time.Since(start), fmt.Errorf("function %s stayed at max_instances %d for %s: %w", fn, max, maxQueueWait, api.ErrThrottled)
+		case <-ctx.Done():
+			l.mu.Lock()
+			return nil, time.Since(start), ctx.Err()
+		}
+		l.mu.Lock()
+	}
+	l.inflight[fn]++
+	return l.releaser(fn), time.Since(start), nil
+}
+
+func (l *limiter) releaser(fn string) func() {
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			l.mu.Lock()
+			l.inflight[fn]--
+			if ch := l.wake[fn]; ch != nil {
+				close(ch)
+				delete(l.wake, fn)
+			}
+			l.mu.Unlock()
+		})
+	}
+}
+
+// current is how many invocations of fn are in flight.
+func (l *limiter) current(fn string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.inflight[fn]
+}
