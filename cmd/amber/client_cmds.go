@@ -237,3 +237,81 @@ func cmdLogs(ctx context.Context, args []string, stdout io.Writer) error {
 		*limit = 5000
 	}
 }
+
+func cmdPool(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("pool", flag.ContinueOnError)
+	minWarm := fs.Int("min-warm", -1, "instances kept initialised and idle")
+	maxN := fs.Int("max", -1, "cap on concurrent instances (0: no cap)")
+	keepAlive := fs.Duration("keep-alive", 0, "idle lifetime of instances above min-warm")
+	auto := fs.String("auto", "", "on or off: size min-warm from the arrival pattern")
+	autoMax := fs.Int("auto-max", -1, "the most auto mode may keep warm")
+	output := fs.String("o", "table", "output: table or json")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("usage: amber pool NAME [--min-warm N] [--max N] [--keep-alive DURATION] [--auto on|off] [--auto-max N]")
+	}
+	var change api.PoolChange
+	changed := false
+	if *minWarm >= 0 {
+		change.MinWarm, changed = minWarm, true
+	}
+	if *maxN >= 0 {
+		change.MaxInstances, changed = maxN, true
+	}
+	if *keepAlive != 0 {
+		ka := api.Duration(*keepAlive)
+		change.KeepAlive, changed = &ka, true
+	}
+	switch *auto {
+	case "":
+	case "on", "off":
+		on := *auto == "on"
+		change.Auto, changed = &on, true
+	default:
+		return api.Invalid("auto", "%q: want on or off", *auto)
+	}
+	if *autoMax >= 0 {
+		change.AutoMax, changed = autoMax, true
+	}
+	c := client()
+	var st *api.PoolStatus
+	if changed {
+		st, err = c.SetPool(ctx, pos[0], change)
+	} else {
+		st, err = c.Pool(ctx, pos[0])
+	}
+	if err != nil {
+		return err
+	}
+	if *output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	auto2 := "off"
+	if st.Auto {
+		auto2 = fmt.Sprintf("on (max %d)", st.AutoMax)
+	}
+	maxS := "no cap"
+	if st.MaxInstances > 0 {
+		maxS = fmt.Sprint(st.MaxInstances)
+	}
+	fmt.Fprintf(stdout, "%s: min warm %d (effective %d), max %s, keep-alive %s, auto %s\n",
+		st.Function, st.MinWarm, st.EffectiveMinWarm, maxS, st.KeepAlive, auto2)
+	r := st.Recommendation
+	fmt.Fprintf(stdout, "auto would keep %d warm: %.0f GB-s of warmth per hour, %.1f cold starts avoided per hour (%s)\n",
+		r.MinWarm, r.WarmthGBsPerHour, r.ColdStartsAvoidedPerHour, r.Reason)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "AGENT\tMIN WARM\tMAX\tIDLE\tBUSY")
+	for _, sh := range st.Shares {
+		capS := "-"
+		if st.MaxInstances > 0 {
+			capS = fmt.Sprint(sh.MaxInstances)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\n", sh.Agent, sh.MinWarm, capS, sh.Idle, sh.Busy)
+	}
+	return tw.Flush()
+}

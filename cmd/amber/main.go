@@ -24,6 +24,7 @@ usage:
   amber invoke NAME [--data JSON | --data @FILE]
   amber ls [-o json]
   amber logs NAME [-f] [--since DURATION] [-n N]
+  amber pool NAME [--min-warm N] [--max N] [--keep-alive DURATION] [--auto on|off] [--auto-max N]
   amber console
   amber scheduler [flags]
   amber agent [flags]
@@ -75,6 +76,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdLs(ctx, rest, stdout)
 	case "logs":
 		return cmdLogs(ctx, rest, stdout)
+	case "pool":
+		return cmdPool(ctx, rest, stdout)
 	case "console":
 		return cmdConsole(ctx, rest)
 	case "scheduler":

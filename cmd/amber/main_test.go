@@ -122,3 +122,48 @@ func TestBuildDeployLsAndBadInput(t *testing.T) {
 		t.Errorf("wrong token: %v", err)
 	}
 }
+
+func TestPoolCommand(t *testing.T) {
+	amber := cli(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "bootstrap"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(t.TempDir(), "fn.tar")
+	if _, _, err := amber("build", dir, "-o", img); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := amber("deploy", "fn", "--image", img); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := amber("pool", "fn")
+	if err != nil || !strings.Contains(out, "min warm 0") || !strings.Contains(out, "keep-alive 10m0s") {
+		t.Fatalf("pool fn: %q %v", out, err)
+	}
+	out, _, err = amber("pool", "fn", "--min-warm", "2", "--max", "4", "--keep-alive", "30s")
+	if err != nil || !strings.Contains(out, "min warm 2") || !strings.Contains(out, "max 4") || !strings.Contains(out, "keep-alive 30s") {
+		t.Fatalf("pool set: %q %v", out, err)
+	}
+	for _, bad := range [][]string{
+		{"pool", "fn", "--min-warm", "5"},     // above max 4
+		{"pool", "fn", "--keep-alive", "1ms"}, // below 1s
+		{"pool", "fn", "--max", "5000"},       // above the cap
+		{"pool", "fn", "--auto", "maybe"},     // not on/off
+		{"pool", "nope", "--min-warm", "1"},   // unknown function
+	} {
+		if _, _, err := amber(bad...); err == nil {
+			t.Errorf("%v: accepted", bad)
+		}
+	}
+	out, _, err = amber("ls", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fns []api.FunctionStatus
+	if err := json.Unmarshal([]byte(out), &fns); err != nil || len(fns) != 1 {
+		t.Fatalf("ls: %v %s", err, out)
+	}
+	if p := fns[0].Pool; p.MinWarm != 2 || p.MaxInstances != 4 || p.KeepAlive.String() != "30s" {
+		t.Errorf("ls -o json pool = %+v, want the settings kept after refused changes", p)
+	}
+}
