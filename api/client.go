@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -178,6 +179,16 @@ func (c *Client) FetchImage(ctx context.Context, digest string) (io.ReadCloser, 
 	return resp.Body, nil
 }
 
+// ResolveImage asks the scheduler to resolve a registry reference to the
+// linux/amd64 manifest it would pin. POST /v1/images/resolve
+func (c *Client) ResolveImage(ctx context.Context, ref string) (*ResolvedImage, error) {
+	var out ResolvedImage
+	if err := c.doJSON(ctx, http.MethodPost, "/v1/images/resolve", ResolveRequest{Image: ref}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // Deploy registers spec as the function's newest version and returns it.
 // Deploying a spec identical to the latest version returns that version.
 func (c *Client) Deploy(ctx context.Context, spec FunctionSpec) (*Function, error) {
@@ -314,5 +325,48 @@ func (c *Client) Logs(ctx context.Context, name string, since time.Time, limit i
 	if err := c.doJSON(ctx, http.MethodGet, "/v1/functions/"+url.PathEscape(name)+"/logs?"+q.Encode(), nil, &out); err != nil {
 		return nil, err
 	}
+	return out, nil
+}
+
+// Events returns the scheduler's recent events after seq, oldest first.
+// GET /v1/events
+func (c *Client) Events(ctx context.Context, since int64) ([]Event, error) {
+	var out []Event
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/events?since="+strconv.FormatInt(since, 10), nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Stream follows the scheduler's event stream (GET /v1/stream, server-sent
+// events) and sends each message on the returned channel until ctx ends or
+// the connection breaks; the channel is closed then.
+func (c *Client) Stream(ctx context.Context, since int64) (<-chan StreamMessage, error) {
+	resp, err := c.do(ctx, http.MethodGet, "/v1/stream?since="+strconv.FormatInt(since, 10), nil, "")
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan StreamMessage, 4)
+	go func() {
+		defer close(out)
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 64<<10), 64<<20)
+		for sc.Scan() {
+			data, ok := strings.CutPrefix(sc.Text(), "data: ")
+			if !ok {
+				continue
+			}
+			var m StreamMessage
+			if json.Unmarshal([]byte(data), &m) != nil {
+				continue
+			}
+			select {
+			case out <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	return out, nil
 }

@@ -70,8 +70,15 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 
 // FunctionSpec is what an operator deploys.
 type FunctionSpec struct {
-	Name     string            `json:"name"`
-	Image    string            `json:"image"` // digest of the image archive in the scheduler's store, "sha256:<hex>"
+	Name string `json:"name"`
+	// Image is what instances run: the digest of an uploaded archive in
+	// the scheduler's store ("sha256:<hex>"), or a registry reference
+	// pinned to its manifest digest ("host/repo@sha256:<hex>"). A deploy
+	// may send a tag ("host/repo:tag"): the scheduler resolves and pins it.
+	Image string `json:"image"`
+	// ImageRef is the registry reference as the operator gave it
+	// ("host/repo:tag"), kept for people; set by the scheduler when empty.
+	ImageRef string            `json:"image_ref,omitempty"`
 	MemoryMB int               `json:"memory_mb"`
 	Timeout  Duration          `json:"timeout"`
 	Env      map[string]string `json:"env,omitempty"`
@@ -111,6 +118,9 @@ type FunctionStatus struct {
 	Instances []Instance    `json:"instances"`
 	Stats     FunctionStats `json:"stats"`
 	Pool      PoolStatus    `json:"pool"`
+	// Latency holds, per start kind, the latency the scheduler saw from
+	// admission to the answer, in log-scaled buckets (mergeable).
+	Latency map[StartKind]*Histogram `json:"latency"`
 }
 
 // Instance is one running function instance on an agent.
@@ -236,4 +246,38 @@ type LogRecord struct {
 	RequestID string    `json:"request_id,omitempty"`
 	Stream    string    `json:"stream"`
 	Text      string    `json:"text"`
+}
+
+// MaxAsyncPayload is Lambda's limit for an asynchronous (Event) payload.
+const MaxAsyncPayload = 256 << 10
+
+// AsyncAttempt is one failed delivery of an asynchronous event.
+type AsyncAttempt struct {
+	At        time.Time `json:"at"`
+	RequestID string    `json:"request_id,omitempty"`
+	Agent     string    `json:"agent,omitempty"`
+	Error     string    `json:"error"`
+}
+
+// AsyncAccepted is the scheduler's 202 reply to an Event invocation.
+type AsyncAccepted struct {
+	EventID string `json:"event_id"`
+}
+
+// AsyncConfig is a function's asynchronous-invocation setting.
+type AsyncConfig struct {
+	// MaxRetries after the first failed delivery (default 2, at most 10).
+	MaxRetries int `json:"max_retries"`
+}
+
+// DeadLetter is an asynchronous event that failed every attempt.
+type DeadLetter struct {
+	EventID    string          `json:"event_id"`
+	Function   string          `json:"function"`
+	Version    int             `json:"version"`
+	Payload    json.RawMessage `json:"payload,omitempty"`
+	EnqueuedAt time.Time       `json:"enqueued_at"`
+	DeadAt     time.Time       `json:"dead_at"`
+	Source     string          `json:"source,omitempty"`
+	Attempts   []AsyncAttempt  `json:"attempts"`
 }

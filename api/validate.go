@@ -45,8 +45,13 @@ func (s *FunctionSpec) Validate() error {
 	if err := ValidateName("name", s.Name); err != nil {
 		return err
 	}
-	if err := ValidateDigest("image", s.Image); err != nil {
+	if err := ValidateImage("image", s.Image, true); err != nil {
 		return err
+	}
+	if s.ImageRef != "" {
+		if _, err := ParseImageRef(s.ImageRef); err != nil {
+			return Invalid("image_ref", "%v", err)
+		}
 	}
 	if s.MemoryMB < MinMemoryMB || s.MemoryMB > MaxMemoryMB {
 		return Invalid("memory", "%d MB is outside %d–%d MB", s.MemoryMB, MinMemoryMB, MaxMemoryMB)

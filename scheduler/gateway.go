@@ -208,6 +208,7 @@ func (s *Scheduler) handleInvoke(w http.ResponseWriter, r *http.Request) {
 	s.recordQueue(name, waited, err != nil)
 	if err != nil {
 		log.Info("throttled", "max_instances", pool.MaxInstances, "waited", waited)
+		s.event(api.EventThrottled, name, "", "%v", err)
 		w.Header().Set(api.HeaderRequestID, reqID)
 		api.WriteError(w, err)
 		return
@@ -217,6 +218,7 @@ func (s *Scheduler) handleInvoke(w http.ResponseWriter, r *http.Request) {
 	concurrent := s.limits.current(name)
 	defer func() {
 		kind := api.StartKind(w.Header().Get(api.HeaderStartKind))
+		s.latency.observe(name, kind, s.now().Sub(arrived))
 		s.arrivals.add(name, arrival{at: arrived, concurrent: concurrent, cold: kind == api.StartCold || kind == api.StartRestore})
 	}()
 

@@ -35,6 +35,8 @@ const maxSpecBytes = 1 << 20
 //	POST   /v1/agents/heartbeat                   body: api.Heartbeat → api.HeartbeatReply (pool targets)
 //	GET    /v1/agents                             []api.AgentStatus, by name
 //	GET    /v1/state                              api.ClusterState
+//	GET    /v1/events?since=SEQ                   []api.Event, oldest first
+//	GET    /v1/stream?since=SEQ                   server-sent events: api.StreamMessage every second and on events
 //
 // Every /v1 endpoint requires "Authorization: Bearer TOKEN" when a token is
 // configured. Errors are api.ErrorBody.
@@ -60,6 +62,8 @@ func (s *Scheduler) Handler() http.Handler {
 	v1("POST /v1/agents/heartbeat", s.handleHeartbeat)
 	v1("GET /v1/agents", s.handleListAgents)
 	v1("GET /v1/state", s.handleState)
+	v1("GET /v1/events", s.handleEvents)
+	v1("GET /v1/stream", s.handleStream)
 	v1("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, fmt.Errorf("no endpoint %s %s: %w", r.Method, r.URL.Path, api.ErrNotFound))
 	})
@@ -180,6 +184,7 @@ func (s *Scheduler) handleDeploy(w http.ResponseWriter, r *http.Request) {
 	status := http.StatusOK
 	if created {
 		status = http.StatusCreated
+		s.event(api.EventDeployed, fn.Name, "", "%s version %d deployed (%d MB, timeout %s)", fn.Name, fn.Version, fn.MemoryMB, fn.Timeout)
 		s.log.Info("function deployed", "function", fn.Name, "version", fn.Version, "image", fn.Image,
 			"memory_mb", fn.MemoryMB, "timeout", fn.Timeout.String())
 	}
@@ -219,7 +224,7 @@ func (s *Scheduler) status(fn api.Function, instances map[string][]api.Instance)
 	if in == nil {
 		in = []api.Instance{}
 	}
-	st := api.FunctionStatus{Function: fn, Instances: in, Stats: s.statsFor(fn.Name)}
+	st := api.FunctionStatus{Function: fn, Instances: in, Stats: s.statsFor(fn.Name), Latency: s.latency.of(fn.Name)}
 	if pool, err := s.poolStatus(fn.Name); err == nil {
 		st.Pool = *pool
 	}
@@ -266,6 +271,8 @@ func (s *Scheduler) handleDeleteFunction(w http.ResponseWriter, r *http.Request)
 	}
 	s.dropStats(name)
 	s.arrivals.drop(name)
+	s.latency.drop(name)
+	s.event(api.EventDeleted, name, "", "function %s deleted", name)
 	s.log.Info("function deleted", "function", name)
 	w.WriteHeader(http.StatusNoContent)
 }

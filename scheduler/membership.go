@@ -84,6 +84,7 @@ func (s *Scheduler) heartbeat(hb api.Heartbeat) error {
 		e = &agentEntry{inflight: map[string]int{}}
 		s.agents[hb.Name] = e
 		s.log.Info("agent registered", "agent", hb.Name, "url", hb.URL, "capacity_mb", hb.CapacityMB)
+		s.event(api.EventAgentRegistered, "", hb.Name, "agent %s registered at %s with %d MB", hb.Name, hb.URL, hb.CapacityMB)
 	} else if st := s.stateLocked(e); st != api.AgentReady {
 		s.log.Info("agent back", "agent", hb.Name, "was", string(st))
 	}

@@ -246,6 +246,7 @@ func (s *Scheduler) handlePutPool(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, err)
 		return
 	}
+	s.event(api.EventPoolChanged, name, "", "pool of %s: min warm %d, max %d, keep-alive %s, auto %v", name, next.MinWarm, next.MaxInstances, next.KeepAlive, next.Auto)
 	s.log.Info("pool changed", "function", name, "min_warm", next.MinWarm, "max_instances", next.MaxInstances,
 		"keep_alive", next.KeepAlive.String(), "auto", next.Auto)
 	st, err := s.poolStatus(name)

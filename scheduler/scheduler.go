@@ -62,6 +62,11 @@ type Scheduler struct {
 
 	limits   *limiter
 	arrivals *arrivals
+	events   *eventLog
+	latency  *latencies
+
+	// async delivery, cron triggers and the ledger (async.go, cron.go, ledger.go)
+	asyncWake chan struct{}
 }
 
 // Option configures a Scheduler.
@@ -129,6 +134,8 @@ func New(opts ...Option) (*Scheduler, error) {
 		stats:         map[string]*fnStats{},
 		limits:        newLimiter(),
 		arrivals:      newArrivals(),
+		events:        newEventLog(),
+		latency:       newLatencies(),
 	}
 	for _, o := range opts {
 		o(s)
