@@ -412,6 +412,41 @@ func reportLine(r *api.InvokeResult) string {
 	return line
 }
 
+// LogTail returns the last max bytes of one invocation's log lines (its
+// START, output, END and REPORT lines, newline-terminated), cut at a line
+// or character boundary where it can: what Lambda returns for
+// X-Amz-Log-Type: Tail.
+func (a *Agent) LogTail(function, reqID string, max int) []byte {
+	if reqID == "" || max <= 0 {
+		return nil
+	}
+	a.logs.mu.Lock()
+	var picked []string
+	size := 0
+	if ring := a.logs.fns[function]; ring != nil {
+		for i := len(ring.recs) - 1; i >= 0 && size < max; i-- {
+			if ring.recs[i].RequestID == reqID {
+				picked = append(picked, ring.recs[i].Text)
+				size += len(ring.recs[i].Text) + 1
+			}
+		}
+	}
+	a.logs.mu.Unlock()
+	out := make([]byte, 0, size)
+	for i := len(picked) - 1; i >= 0; i-- {
+		out = append(out, picked[i]...)
+		out = append(out, '\n')
+	}
+	if len(out) > max {
+		out = out[len(out)-max:]
+		// Do not start inside a UTF-8 sequence.
+		for len(out) > 0 && out[0]&0xC0 == 0x80 {
+			out = out[1:]
+		}
+	}
+	return out
+}
+
 // Logs returns up to limit of the newest log lines of a function after since.
 func (a *Agent) Logs(function string, since time.Time, limit int) []api.LogRecord {
 	return a.logs.since(function, since, limit)

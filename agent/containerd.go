@@ -171,6 +171,9 @@ func (c *Containerd) ensureImage(ctx context.Context, dgst string) (containerd.I
 }
 
 func (c *Containerd) importImage(ctx context.Context, dgst string) (containerd.Image, error) {
+	if !api.IsArchiveDigest(dgst) {
+		return c.pullImage(ctx, dgst) // a registry reference pinned by digest: pull.go
+	}
 	ctx = c.ctx(ctx)
 	name := imageName(dgst)
 	if img, err := c.client.GetImage(ctx, name); err == nil {

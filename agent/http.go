@@ -2,6 +2,7 @@ package agent
 
 import (
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -22,7 +23,8 @@ func mustJSON(v any) []byte {
 
 // Handler serves the agent's API:
 //
-//	POST /v1/functions/{name}/invoke   (Amber-Function-Version, Amber-Request-Id headers; body = payload)
+//	POST /v1/functions/{name}/invoke   (Amber-Function-Version, Amber-Request-Id headers; body = payload;
+//	                                    Amber-Log-Type: Tail adds Amber-Log-Result, the base64 of the log tail)
 //	GET  /v1/functions/{name}/logs?since=RFC3339Nano&limit=N
 //	GET  /v1/instances
 //	GET  /healthz
@@ -72,6 +74,9 @@ func (a *Agent) handleInvoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res.WriteHeaders(w.Header())
+	if r.Header.Get(api.HeaderLogType) == api.LogTypeTail {
+		w.Header().Set(api.HeaderLogResult, base64.StdEncoding.EncodeToString(a.LogTail(name, res.RequestID, api.MaxLogTail)))
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(res.Payload)

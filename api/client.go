@@ -370,3 +370,129 @@ func (c *Client) Stream(ctx context.Context, since int64) (<-chan StreamMessage,
 	}()
 	return out, nil
 }
+
+// InvokeAsync queues an asynchronous (Event) invocation of the function's
+// latest version and returns its event id.
+func (c *Client) InvokeAsync(ctx context.Context, name string, payload []byte) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+fnPath(name)+"/invoke", bytes.NewReader(payload))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(HeaderInvocationType, "Event")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("invoke %s: %w", name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+			return "", fmt.Errorf("invoke %s: status %d, want 202", name, resp.StatusCode)
+		}
+		return "", statusError(resp)
+	}
+	var acc AsyncAccepted
+	if err := json.NewDecoder(resp.Body).Decode(&acc); err != nil {
+		return "", fmt.Errorf("invoke %s: decode reply: %w", name, err)
+	}
+	return acc.EventID, nil
+}
+
+// Async returns a function's async setting and queue figures.
+func (c *Client) Async(ctx context.Context, name string) (*AsyncStatus, error) {
+	var out AsyncStatus
+	if err := c.doJSON(ctx, http.MethodGet, fnPath(name)+"/async", nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// SetAsync changes a function's async setting (max_retries).
+func (c *Client) SetAsync(ctx context.Context, name string, cfg AsyncConfig) (*AsyncStatus, error) {
+	var out AsyncStatus
+	if err := c.doJSON(ctx, http.MethodPut, fnPath(name)+"/async", cfg, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// DeadLetters lists the events that failed every attempt, oldest first;
+// name "" lists every function's.
+func (c *Client) DeadLetters(ctx context.Context, name string) ([]DeadLetter, error) {
+	path := "/v1/dead-letters"
+	if name != "" {
+		path = fnPath(name) + "/dead-letters"
+	}
+	var out []DeadLetter
+	if err := c.doJSON(ctx, http.MethodGet, path, nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// SetSchedule sets a function's cron trigger: a 5-field cron expression
+// ("*/5 * * * *", UTC) or a rate ("rate(5 minutes)").
+func (c *Client) SetSchedule(ctx context.Context, name, expression string) (*Schedule, error) {
+	var out Schedule
+	if err := c.doJSON(ctx, http.MethodPut, fnPath(name)+"/schedule", map[string]string{"expression": expression}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// DeleteSchedule removes a function's cron trigger.
+func (c *Client) DeleteSchedule(ctx context.Context, name string) error {
+	return c.doJSON(ctx, http.MethodDelete, fnPath(name)+"/schedule", nil, nil)
+}
+
+// Schedules lists every cron trigger.
+func (c *Client) Schedules(ctx context.Context) ([]Schedule, error) {
+	var out []Schedule
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/schedules", nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Bill aggregates the ledger over [since, until) (zero: the last 24 hours,
+// up to now) per function, and per "hour" or "day" when by is set.
+func (c *Client) Bill(ctx context.Context, since, until time.Time, by string) (*Bill, error) {
+	q := url.Values{}
+	if !since.IsZero() {
+		q.Set("since", since.UTC().Format(time.RFC3339))
+	}
+	if !until.IsZero() {
+		q.Set("until", until.UTC().Format(time.RFC3339))
+	}
+	if by != "" {
+		q.Set("by", by)
+	}
+	var out Bill
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/bill?"+q.Encode(), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Ledger lists raw ledger records from since (oldest first, at most
+// limit; 0 is the server's default); function "" is every function.
+func (c *Client) Ledger(ctx context.Context, function string, since time.Time, limit int) ([]LedgerRecord, error) {
+	q := url.Values{}
+	if function != "" {
+		q.Set("function", function)
+	}
+	if !since.IsZero() {
+		q.Set("since", since.UTC().Format(time.RFC3339Nano))
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var out []LedgerRecord
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/ledger?"+q.Encode(), nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}

@@ -83,3 +83,22 @@ func ReadPayload(r *http.Request) ([]byte, error) {
 	}
 	return payload, nil
 }
+
+// Asynchronous invocations: a request with HeaderInvocationType "Event" is
+// queued and answered 202 with HeaderEventID (and an AsyncAccepted body);
+// "DryRun" checks the function exists and answers 204.
+const (
+	HeaderInvocationType = "Amber-Invocation-Type"
+	HeaderEventID        = "Amber-Event-Id"
+)
+
+// Log tails: a request to the invoke endpoint (scheduler or agent) with
+// HeaderLogType "Tail" gets HeaderLogResult on its answer: the base64 of the
+// last MaxLogTail bytes of that invocation's log lines (START … REPORT),
+// what Lambda returns for X-Amz-Log-Type: Tail.
+const (
+	HeaderLogType   = "Amber-Log-Type"
+	HeaderLogResult = "Amber-Log-Result"
+	LogTypeTail     = "Tail"
+	MaxLogTail      = 4 << 10
+)

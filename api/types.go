@@ -281,3 +281,103 @@ type DeadLetter struct {
 	Source     string          `json:"source,omitempty"`
 	Attempts   []AsyncAttempt  `json:"attempts"`
 }
+
+// AsyncStatus is a function's async setting with its queue figures.
+type AsyncStatus struct {
+	Function string `json:"function"`
+	AsyncConfig
+	Pending     int `json:"pending"`
+	DeadLetters int `json:"dead_letters"`
+}
+
+// Schedule is a function's cron trigger: a 5-field cron expression or a
+// rate(), evaluated in UTC. Each fire queues an async event carrying an
+// EventBridge "Scheduled Event".
+type Schedule struct {
+	Function    string    `json:"function"`
+	Expression  string    `json:"expression"`
+	CreatedAt   time.Time `json:"created_at"`
+	NextAt      time.Time `json:"next_at"`
+	LastFiredAt time.Time `json:"last_fired_at,omitzero"`
+	Fired       int64     `json:"fired"`
+}
+
+// LedgerRecord is the scheduler's durable record of one finished
+// invocation, from the agent's metering (the Amber-* result headers).
+type LedgerRecord struct {
+	Time       time.Time `json:"time"`
+	RequestID  string    `json:"request_id"`
+	Function   string    `json:"function"`
+	Version    int       `json:"version"`
+	Agent      string    `json:"agent,omitempty"`
+	Source     string    `json:"source"` // sync, event, schedule
+	StartKind  StartKind `json:"start_kind,omitempty"`
+	DurationUs int64     `json:"duration_us"`
+	BilledMs   int64     `json:"billed_ms"`
+	MemoryMB   int       `json:"memory_mb"`
+	GBSeconds  float64   `json:"gb_seconds"`
+	Error      bool      `json:"error,omitempty"`
+}
+
+// Prices are what the bill charges; the defaults are AWS Lambda's
+// published x86 prices.
+type Prices struct {
+	PerGBSecond        float64 `json:"per_gb_second"`        // compute
+	PerMillionRequests float64 `json:"per_million_requests"` // requests
+	WarmthPerGBSecond  float64 `json:"warmth_per_gb_second"` // provisioned warmth (idle instances of min_warm functions)
+	FreeTier           bool    `json:"free_tier"`            // apply the monthly free tier
+	FreeGBSeconds      float64 `json:"free_gb_seconds"`      // per calendar month (UTC)
+	FreeRequests       int64   `json:"free_requests"`        // per calendar month (UTC)
+}
+
+// DefaultPrices are AWS Lambda's x86 prices (us-east-1) with the free tier off.
+func DefaultPrices() Prices {
+	return Prices{
+		PerGBSecond: 0.0000166667, PerMillionRequests: 0.20, WarmthPerGBSecond: 0.0000041667,
+		FreeGBSeconds: 400_000, FreeRequests: 1_000_000,
+	}
+}
+
+// Usage is what a function used in a period, with its cost.
+type Usage struct {
+	Period          time.Time `json:"period,omitzero"` // start of the hour or day (UTC); zero in per-function totals
+	Function        string    `json:"function,omitempty"`
+	Requests        int64     `json:"requests"`
+	Errors          int64     `json:"errors"`
+	ColdStarts      int64     `json:"cold_starts"`
+	BilledMs        int64     `json:"billed_ms"`
+	GBSeconds       float64   `json:"gb_seconds"`
+	WarmthSeconds   float64   `json:"warmth_seconds"`    // idle instance time billed as warmth
+	WarmthGBSeconds float64   `json:"warmth_gb_seconds"` // that time × memory
+	RequestCost     float64   `json:"request_cost"`
+	ComputeCost     float64   `json:"compute_cost"`
+	WarmthCost      float64   `json:"warmth_cost"`
+	Cost            float64   `json:"cost"` // USD
+}
+
+// WarmPoolCost is what a function's min_warm instances cost per hour.
+type WarmPoolCost struct {
+	Function    string  `json:"function"`
+	MinWarm     int     `json:"min_warm"`
+	MemoryMB    int     `json:"memory_mb"`
+	CostPerHour float64 `json:"cost_per_hour"`
+}
+
+// Bill is the ledger aggregated over [Since, Until) (whole UTC hours).
+type Bill struct {
+	Since     time.Time `json:"since"`
+	Until     time.Time `json:"until"`
+	By        string    `json:"by,omitempty"` // "hour", "day" or "" (totals only)
+	Prices    Prices    `json:"prices"`
+	Periods   []Usage   `json:"periods,omitempty"` // per period and function, by period then function
+	Functions []Usage   `json:"functions"`         // per function over the whole range
+	Totals    Usage     `json:"totals"`            // Cost is after the free tier
+	// FreeTierGBSeconds and FreeTierRequests are the free tier used in the range.
+	FreeTierGBSeconds float64 `json:"free_tier_gb_seconds,omitempty"`
+	FreeTierRequests  int64   `json:"free_tier_requests,omitempty"`
+	FreeTierDiscount  float64 `json:"free_tier_discount,omitempty"`
+	// WarmPoolsCostPerHour is what the current warm pools cost per hour:
+	// the sum of min_warm × memory GB × 3600 × the warmth price.
+	WarmPoolsCostPerHour float64        `json:"warm_pools_cost_per_hour"`
+	WarmPools            []WarmPoolCost `json:"warm_pools"`
+}

@@ -35,7 +35,14 @@ func newArrivals() *arrivals { return &arrivals{fns: map[string][]arrival{}} }
 func (a *arrivals) add(fn string, ev arrival) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	evs := append(a.fns[fn], ev)
+	// Arrivals are added when their invocation ends, so out of arrival
+	// order; keep them sorted by arrival time, as recent's search needs.
+	evs := a.fns[fn]
+	i := len(evs)
+	for i > 0 && evs[i-1].at.After(ev.at) {
+		i--
+	}
+	evs = slices.Insert(evs, i, ev)
 	if len(evs) > maxAutoEvents {
 		evs = slices.Clone(evs[len(evs)-maxAutoEvents*3/4:])
 	}
@@ -94,6 +101,23 @@ func recommendFrom(evs []arrival, window time.Duration, memoryMB, capN int) api.
 		ColdStartsAvoidedPerHour: float64(avoided) / hours,
 		Reason:                   reason,
 	}
+}
+
+// Arrival is one invocation as the auto mode sees it, for Recommend.
+type Arrival struct {
+	At         time.Time
+	Concurrent int  // invocations in flight when it arrived, itself included
+	Cold       bool // it needed a new instance
+}
+
+// Recommend is the auto mode's rule (recommendFrom) over evs, exported for
+// the simulator (scheduler/sim) so it replays the very rule the scheduler runs.
+func Recommend(evs []Arrival, window time.Duration, memoryMB, capN int) api.PoolRecommendation {
+	in := make([]arrival, len(evs))
+	for i, e := range evs {
+		in[i] = arrival{at: e.At, concurrent: e.Concurrent, cold: e.Cold}
+	}
+	return recommendFrom(in, window, memoryMB, capN)
 }
 
 // recommend is the auto mode's recommendation for a function now.

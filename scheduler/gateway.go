@@ -103,6 +103,9 @@ func (s *Scheduler) recordIdleLocked(instances []api.Instance, since time.Durati
 	for _, in := range instances {
 		if in.State == api.StateIdle {
 			s.statsLocked(in.Function).IdleInstanceSeconds += since.Seconds()
+			if s.ledger != nil {
+				s.ledger.addIdle(in.Function, in.MemoryMB, since)
+			}
 		}
 	}
 }
@@ -196,7 +199,30 @@ func (s *Scheduler) handleInvoke(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, api.Invalid("payload", "the request body is not valid JSON (%d bytes)", len(payload)))
 		return
 	}
-	reqID := s.newRequestID()
+	switch it := r.Header.Get(api.HeaderInvocationType); it {
+	case "", "RequestResponse":
+	case "Event":
+		s.handleEnqueue(w, fn, payload)
+		return
+	case "DryRun":
+		w.WriteHeader(http.StatusNoContent)
+		return
+	default:
+		api.WriteError(w, api.Invalid("invocation_type", "header %s: %q; want RequestResponse, Event or DryRun", api.HeaderInvocationType, it))
+		return
+	}
+	ctx := r.Context()
+	if r.Header.Get(api.HeaderLogType) == api.LogTypeTail {
+		ctx = withLogTail(ctx)
+	}
+	s.invoke(w, ctx, fn, s.newRequestID(), payload)
+}
+
+// invoke admits, places and forwards one invocation of fn, writing the
+// outcome to w: the caller's HTTP reply, or a captureWriter when an async
+// event is delivered.
+func (s *Scheduler) invoke(w http.ResponseWriter, ctx context.Context, fn *api.Function, reqID string, payload []byte) {
+	name := fn.Name
 	log := s.log.With("function", name, "version", fn.Version, "request_id", reqID)
 
 	pool, err := s.reg.pool(name)
@@ -204,8 +230,9 @@ func (s *Scheduler) handleInvoke(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, err)
 		return
 	}
-	done, waited, err := s.limits.admit(r.Context(), name, pool.MaxInstances)
-	s.recordQueue(name, waited, err != nil)
+	done, waited, err := s.limits.admit(ctx, name, pool.MaxInstances)
+	// A caller that gave up while queued is not a throttle (no 429).
+	s.recordQueue(name, waited, errors.Is(err, api.ErrThrottled))
 	if err != nil {
 		log.Info("throttled", "max_instances", pool.MaxInstances, "waited", waited)
 		s.event(api.EventThrottled, name, "", "%v", err)
@@ -242,7 +269,7 @@ func (s *Scheduler) handleInvoke(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		log := log.With("agent", p.Agent, "reason", p.Reason)
-		dialErr := s.forward(w, r.Context(), fn, reqID, payload, agentURL, p.Agent, log)
+		dialErr := s.forward(w, ctx, fn, reqID, payload, agentURL, p.Agent, log)
 		s.release(res)
 		if dialErr == nil {
 			return
@@ -261,6 +288,7 @@ func (s *Scheduler) forward(w http.ResponseWriter, ctx context.Context, fn *api.
 	defer cancel()
 	fail := func(sentinel error, format string, args ...any) {
 		s.record(fn.Name, "", true, nil)
+		s.ledgerInvocation(ctx, fn, reqID, agent, nil, true)
 		w.Header().Set(api.HeaderRequestID, reqID)
 		w.Header().Set(api.HeaderAgent, agent)
 		writeError(w, &gatewayError{agent: agent, requestID: reqID, msg: fmt.Sprintf(format, args...), sentinel: sentinel})
@@ -274,6 +302,9 @@ func (s *Scheduler) forward(w http.ResponseWriter, ctx context.Context, fn *api.
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(api.HeaderVersion, strconv.Itoa(fn.Version))
 	req.Header.Set(api.HeaderRequestID, reqID)
+	if wantsLogTail(ctx) {
+		req.Header.Set(api.HeaderLogType, api.LogTypeTail)
+	}
 	if s.token != "" {
 		req.Header.Set("Authorization", "Bearer "+s.token)
 	}
@@ -312,7 +343,10 @@ func (s *Scheduler) forward(w http.ResponseWriter, ctx context.Context, fn *api.
 
 	kind := api.StartKind(resp.Header.Get(api.HeaderStartKind))
 	funcErr := resp.Header.Get(api.HeaderFunctionError) != ""
-	s.record(fn.Name, kind, funcErr || resp.StatusCode != http.StatusOK, api.ReadInvokeHeaders(resp.Header, nil))
+	billed, failed := api.ReadInvokeHeaders(resp.Header, nil), funcErr || resp.StatusCode != http.StatusOK
+	s.record(fn.Name, kind, failed, billed)
+	// The ledger record is on disk before the caller sees any of the answer.
+	s.ledgerInvocation(ctx, fn, reqID, agent, billed, failed)
 	for k, vs := range resp.Header {
 		if hopHeaders[k] {
 			continue

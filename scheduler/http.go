@@ -22,6 +22,7 @@ const maxSpecBytes = 1 << 20
 //	GET    /healthz                               (no auth) "ok"
 //	POST   /v1/images                             body: OCI image archive → 201 {"digest","size"}
 //	GET    /v1/images/{digest}                    the archive
+//	POST   /v1/images/resolve                     body: api.ResolveRequest → api.ResolvedImage (registry reference, linux/amd64)
 //	PUT    /v1/functions/{name}                   body: api.FunctionSpec → 201 (new version) or 200 (unchanged) api.Function
 //	GET    /v1/functions                          []api.FunctionStatus, by name
 //	GET    /v1/functions/{name}                   api.FunctionStatus
@@ -29,6 +30,15 @@ const maxSpecBytes = 1 << 20
 //	GET    /v1/functions/{name}/versions          []api.Function, oldest first
 //	GET    /v1/functions/{name}/versions/{v}      api.Function
 //	POST   /v1/functions/{name}/invoke            body: payload → the agent's answer, Amber-* headers
+//	                                              with Amber-Invocation-Type: Event → 202 api.AsyncAccepted (queued); DryRun → 204
+//	GET    /v1/functions/{name}/async             api.AsyncStatus (max_retries, pending, dead letters)
+//	PUT    /v1/functions/{name}/async             body: api.AsyncConfig → api.AsyncStatus
+//	GET    /v1/dead-letters[?function=]           []api.DeadLetter, oldest first (also /v1/functions/{name}/dead-letters)
+//	PUT    /v1/functions/{name}/schedule          body: {"expression":"*/5 * * * *" | "rate(5 minutes)"} → api.Schedule
+//	GET    /v1/functions/{name}/schedule          api.Schedule; DELETE → 204
+//	GET    /v1/schedules                          []api.Schedule
+//	GET    /v1/bill?since=&until=&by=hour|day     api.Bill (since/until: RFC 3339 or a duration back, e.g. 24h)
+//	GET    /v1/ledger?function=&since=&limit=     []api.LedgerRecord, oldest first
 //	GET    /v1/functions/{name}/logs?since=&limit=  []api.LogRecord from every agent, oldest first
 //	GET    /v1/functions/{name}/pool              api.PoolStatus
 //	PUT    /v1/functions/{name}/pool              body: api.PoolChange → api.PoolStatus
@@ -37,9 +47,16 @@ const maxSpecBytes = 1 << 20
 //	GET    /v1/state                              api.ClusterState
 //	GET    /v1/events?since=SEQ                   []api.Event, oldest first
 //	GET    /v1/stream?since=SEQ                   server-sent events: api.StreamMessage every second and on events
+//	PUT    /v1/functions/{name}/route             body: RouteSpec {"path","methods"} → Route (routes.go)
+//	GET    /v1/functions/{name}/route             Route; DELETE → 204
+//	GET    /v1/routes                             []Route, by path
+//	POST   /2015-03-31/functions/{name}/invocations  Lambda's Invoke API, AWS SigV4 auth (lambda.go)
+//	ANY    /r/{path...}                           (public) HTTP route triggers, API Gateway 2.0 events (routes.go)
 //
 // Every /v1 endpoint requires "Authorization: Bearer TOKEN" when a token is
-// configured. Errors are api.ErrorBody.
+// configured. Errors are api.ErrorBody. The Lambda path takes SigV4 with the
+// scheduler's access key instead, and answers Lambda's errors; route
+// triggers take no credentials at all.
 func (s *Scheduler) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -49,6 +66,7 @@ func (s *Scheduler) Handler() http.Handler {
 	v1 := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.auth(h)) }
 	v1("POST /v1/images", s.handleUploadImage)
 	v1("GET /v1/images/{digest}", s.handleGetImage)
+	v1("POST /v1/images/resolve", s.handleResolveImage)
 	v1("PUT /v1/functions/{name}", s.handleDeploy)
 	v1("GET /v1/functions", s.handleListFunctions)
 	v1("GET /v1/functions/{name}", s.handleGetFunction)
@@ -56,6 +74,17 @@ func (s *Scheduler) Handler() http.Handler {
 	v1("GET /v1/functions/{name}/versions", s.handleListVersions)
 	v1("GET /v1/functions/{name}/versions/{version}", s.handleGetVersion)
 	v1("POST /v1/functions/{name}/invoke", s.handleInvoke)
+	// async events, cron triggers, ledger (async.go, cron.go, ledger.go)
+	v1("GET /v1/functions/{name}/async", s.handleGetAsync)
+	v1("PUT /v1/functions/{name}/async", s.handlePutAsync)
+	v1("GET /v1/functions/{name}/dead-letters", s.handleDeadLetters)
+	v1("GET /v1/dead-letters", s.handleDeadLetters)
+	v1("GET /v1/functions/{name}/schedule", s.handleGetSchedule)
+	v1("PUT /v1/functions/{name}/schedule", s.handlePutSchedule)
+	v1("DELETE /v1/functions/{name}/schedule", s.handleDeleteSchedule)
+	v1("GET /v1/schedules", s.handleListSchedules)
+	v1("GET /v1/bill", s.handleBill)
+	v1("GET /v1/ledger", s.handleLedger)
 	v1("GET /v1/functions/{name}/logs", s.handleLogs)
 	v1("GET /v1/functions/{name}/pool", s.handleGetPool)
 	v1("PUT /v1/functions/{name}/pool", s.handlePutPool)
@@ -64,6 +93,13 @@ func (s *Scheduler) Handler() http.Handler {
 	v1("GET /v1/state", s.handleState)
 	v1("GET /v1/events", s.handleEvents)
 	v1("GET /v1/stream", s.handleStream)
+	v1("PUT /v1/functions/{name}/route", s.handlePutRoute)
+	v1("GET /v1/functions/{name}/route", s.handleGetRoute)
+	v1("DELETE /v1/functions/{name}/route", s.handleDeleteRoute)
+	v1("GET /v1/routes", s.handleListRoutes)
+	v1("GET /metrics", s.handleMetrics) // Prometheus text format, same token (metrics.go)
+	mux.HandleFunc("POST "+lambdaInvokePath, s.handleLambdaInvoke)
+	mux.HandleFunc(RoutePrefix+"/", s.handleRoute)
 	v1("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, fmt.Errorf("no endpoint %s %s: %w", r.Method, r.URL.Path, api.ErrNotFound))
 	})
@@ -176,6 +212,11 @@ func (s *Scheduler) handleDeploy(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, err)
 		return
 	}
+	// A registry reference is pinned to the digest it resolves to now.
+	if err := s.pinImage(r.Context(), &spec); err != nil {
+		api.WriteError(w, err)
+		return
+	}
 	fn, created, err := s.deploy(name, spec)
 	if err != nil {
 		api.WriteError(w, err)
@@ -212,7 +253,7 @@ func (s *Scheduler) deploy(name string, spec api.FunctionSpec) (*api.Function, b
 	if err := spec.Validate(); err != nil {
 		return nil, false, err
 	}
-	if !s.images.has(spec.Image) {
+	if api.IsArchiveDigest(spec.Image) && !s.images.has(spec.Image) {
 		return nil, false, api.Invalid("image", "%s is not in the image store; upload it first (POST /v1/images)", spec.Image)
 	}
 	return s.reg.put(spec)
@@ -270,6 +311,8 @@ func (s *Scheduler) handleDeleteFunction(w http.ResponseWriter, r *http.Request)
 		return
 	}
 	s.dropStats(name)
+	s.dropAsync(name)
+	s.dropRoute(name)
 	s.arrivals.drop(name)
 	s.latency.drop(name)
 	s.event(api.EventDeleted, name, "", "function %s deleted", name)

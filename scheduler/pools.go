@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -225,6 +226,10 @@ func (s *Scheduler) handlePutPool(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	var change api.PoolChange
 	if err := decodeJSON(w, r, 64<<10, &change); err != nil {
+		// api.Duration's own decode errors start with "duration": keep_alive is the only one.
+		if fe := (*api.FieldError)(nil); errors.As(err, &fe) && fe.Field == "body" && strings.Contains(fe.Reason, ": duration") {
+			fe.Field = "keep_alive"
+		}
 		api.WriteError(w, err)
 		return
 	}
@@ -264,10 +269,14 @@ type limiter struct {
 	inflight map[string]int
 	waiting  map[string]int
 	wake     map[string]chan struct{}
+	// The bounds: maxQueued and maxQueueWait, unless a test shortens them.
+	maxQueued int
+	maxWait   time.Duration
 }
 
 func newLimiter() *limiter {
-	return &limiter{inflight: map[string]int{}, waiting: map[string]int{}, wake: map[string]chan struct{}{}}
+	return &limiter{inflight: map[string]int{}, waiting: map[string]int{}, wake: map[string]chan struct{}{},
+		maxQueued: maxQueued, maxWait: maxQueueWait}
 }
 
 // admit waits for a slot under max (0: no cap) and returns its release.
@@ -279,13 +288,13 @@ func (l *limiter) admit(ctx context.Context, fn string, max int) (func(), time.D
 		l.mu.Unlock()
 		return l.releaser(fn), 0, nil
 	}
-	if l.waiting[fn] >= maxQueued {
+	if l.waiting[fn] >= l.maxQueued {
 		l.mu.Unlock()
-		return nil, 0, fmt.Errorf("function %s is at max_instances %d with %d invocations queued: %w", fn, max, maxQueued, api.ErrThrottled)
+		return nil, 0, fmt.Errorf("function %s is at max_instances %d with %d invocations queued: %w", fn, max, l.maxQueued, api.ErrThrottled)
 	}
 	l.waiting[fn]++
 	defer func() { l.waiting[fn]--; l.mu.Unlock() }()
-	timer := time.NewTimer(maxQueueWait)
+	timer := time.NewTimer(l.maxWait)
 	defer timer.Stop()
 	for l.inflight[fn] >= max {
 		ch := l.wake[fn]
@@ -298,7 +307,7 @@ func (l *limiter) admit(ctx context.Context, fn string, max int) (func(), time.D
 		case <-ch:
 		case <-timer.C:
 			l.mu.Lock()
-			return nil, time.Since(start), fmt.Errorf("function %s stayed at max_instances %d for %s: %w", fn, max, maxQueueWait, api.ErrThrottled)
+			return nil, time.Since(start), fmt.Errorf("function %s stayed at max_instances %d for %s: %w", fn, max, l.maxWait, api.ErrThrottled)
 		case <-ctx.Done():
 			l.mu.Lock()
 			return nil, time.Since(start), ctx.Err()

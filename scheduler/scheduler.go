@@ -4,8 +4,11 @@
 // The scheduler keeps functions and images on disk under its data folder:
 //
 //	DATA/amber.db                    the registry (every version of every function)
+//	                                 plus the async queue, dead letters and schedules (async.go, cron.go)
+//	DATA/ledger.db                   one record per finished invocation, hourly sums (ledger.go)
 //	DATA/images/sha256/<hex>.tar     OCI image archives, named by the sha256 of the tar
 //	DATA/images/tmp/                 uploads in progress
+//	DATA/aws-access-key.json         the SigV4 access key of the Lambda-compatible endpoint (0600)
 //
 // Membership, in-flight reservations and invocation counters live in memory:
 // agents re-register with their next heartbeat after a restart.
@@ -66,7 +69,13 @@ type Scheduler struct {
 	latency  *latencies
 
 	// async delivery, cron triggers and the ledger (async.go, cron.go, ledger.go)
-	asyncWake chan struct{}
+	bgCfg  backgroundConfig
+	async  *asyncQueue
+	ledger *ledger
+	cron   *cronLoop
+
+	// accessKey is what the Lambda-compatible endpoint accepts (sigv4.go).
+	accessKey *AccessKey
 }
 
 // Option configures a Scheduler.
@@ -155,6 +164,13 @@ func New(opts ...Option) (*Scheduler, error) {
 	if err := os.MkdirAll(s.dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("scheduler: data folder: %w", err)
 	}
+	if s.accessKey == nil {
+		k, err := loadAccessKey(s.dataDir)
+		if err != nil {
+			return nil, fmt.Errorf("scheduler: access key: %w", err)
+		}
+		s.accessKey = k
+	}
 	imgs, err := openImageStore(filepath.Join(s.dataDir, "images"), s.maxImageBytes)
 	if err != nil {
 		return nil, fmt.Errorf("scheduler: image store: %w", err)
@@ -165,12 +181,17 @@ func New(opts ...Option) (*Scheduler, error) {
 		return nil, fmt.Errorf("scheduler: registry: %w", err)
 	}
 	s.reg = reg
+	if err := s.startBackground(); err != nil {
+		reg.close()
+		return nil, fmt.Errorf("scheduler: %w", err)
+	}
 	return s, nil
 }
 
 // Close closes the registry. In-flight requests should be finished first
 // (shut the HTTP server down before closing).
 func (s *Scheduler) Close() error {
+	s.stopBackground()
 	if t, ok := s.hc.Transport.(*http.Transport); ok {
 		t.CloseIdleConnections()
 	}

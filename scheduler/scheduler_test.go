@@ -90,7 +90,9 @@ func TestDeployValidation(t *testing.T) {
 		wantField string
 		wantMsg   string
 	}{
-		{"image not a digest", "hello", spec(func(s *api.FunctionSpec) { s.Image = "busybox:latest" }), "image", "not a sha256 digest"},
+		{"image not a digest", "hello", spec(func(s *api.FunctionSpec) { s.Image = "sha256:latest" }), "image", "not a sha256 digest"},
+		{"image not a reference", "hello", spec(func(s *api.FunctionSpec) { s.Image = "Busybox Latest" }), "image", "nor a registry reference"},
+		{"image registry unreachable", "hello", spec(func(s *api.FunctionSpec) { s.Image = "127.0.0.1:1/fn:v1" }), "image", "127.0.0.1:1/fn:v1"},
 		{"image not stored", "hello", spec(func(s *api.FunctionSpec) { s.Image = missing }), "image", "not in the image store"},
 		{"memory too small", "hello", spec(func(s *api.FunctionSpec) { s.MemoryMB = 64 }), "memory", "64 MB"},
 		{"memory too large", "hello", spec(func(s *api.FunctionSpec) { s.MemoryMB = 20000 }), "memory", "20000 MB"},

@@ -143,6 +143,9 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 	if err := c.writeEnv(); err != nil {
 		return nil, err
 	}
+	if err := c.writeAWSCredentials(); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -185,6 +188,28 @@ func (c *Cluster) EnvFile() string { return filepath.Join(c.Dir, "env") }
 func (c *Cluster) writeEnv() error {
 	body := fmt.Sprintf("export AMBER_SCHEDULER=%s\nexport AMBER_TOKEN=%s\n", c.SchedulerURL, c.Token)
 	return os.WriteFile(c.EnvFile(), []byte(body), 0o600)
+}
+
+// AWSProfile is the profile in AWSCredentialsFile.
+const AWSProfile = "amber"
+
+// AWSCredentialsFile is the path of the AWS shared credentials file with the
+// scheduler's access key under the [amber] profile, so that
+//
+//	AWS_SHARED_CREDENTIALS_FILE=DIR/aws-credentials aws --profile amber --region us-east-1 \
+//	  lambda invoke --endpoint-url "$AMBER_SCHEDULER" --function-name hello …
+//
+// reaches the Lambda-compatible endpoint.
+func (c *Cluster) AWSCredentialsFile() string { return filepath.Join(c.Dir, "aws-credentials") }
+
+func (c *Cluster) writeAWSCredentials() error {
+	k := c.Scheduler.AccessKey()
+	body := fmt.Sprintf("[%s]\naws_access_key_id = %s\naws_secret_access_key = %s\n", AWSProfile, k.AccessKeyID, k.SecretAccessKey)
+	p := c.AWSCredentialsFile()
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		return err
+	}
+	return os.Chmod(p, 0o600) // an existing file keeps its mode in WriteFile
 }
 
 // Stop stops the agents (removing their instances), the scheduler and

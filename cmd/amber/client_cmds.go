@@ -54,7 +54,7 @@ func dirOf(p string) string {
 
 func cmdDeploy(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("deploy", flag.ContinueOnError)
-	image := fs.String("image", "", "OCI image archive (from amber build)")
+	image := fs.String("image", "", "OCI image archive (from amber build), or a registry reference host/repo:tag or …@sha256:…")
 	memory := fs.Int("memory", api.DefaultMemory, "memory in MB (128–10240)")
 	timeout := fs.Duration("timeout", api.DefaultTimeout, "timeout (1s–900s)")
 	var env multi
@@ -64,7 +64,7 @@ func cmdDeploy(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return fmt.Errorf("usage: amber deploy NAME --image IMAGE.tar [--memory MB] [--timeout DURATION] [--env K=V ...]")
+		return fmt.Errorf("usage: amber deploy NAME --image IMAGE.tar|REGISTRY/REPO:TAG [--memory MB] [--timeout DURATION] [--env K=V ...]")
 	}
 	spec := api.FunctionSpec{Name: pos[0], MemoryMB: *memory, Timeout: api.Duration(*timeout), Env: map[string]string{}}
 	for _, kv := range env {
@@ -81,6 +81,9 @@ func cmdDeploy(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if *image == "" {
 		return api.Invalid("image", "--image IMAGE.tar is required")
+	}
+	if isImageRef(*image) {
+		return deployRef(ctx, spec, *image, stdout)
 	}
 	f, err := os.Open(*image)
 	if err != nil {
@@ -110,6 +113,50 @@ func cmdDeploy(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "deployed %s version %d (%d MB, timeout %s, image %s)\n",
 		fn.Name, fn.Version, fn.MemoryMB, fn.Timeout, fn.Image[:19])
 	return nil
+}
+
+// isImageRef reports whether --image names a registry reference rather
+// than an archive: no such file, and it parses as a reference.
+func isImageRef(image string) bool {
+	if _, err := os.Stat(image); err == nil || strings.HasSuffix(image, ".tar") {
+		return false
+	}
+	_, err := api.ParseImageRef(image)
+	return err == nil
+}
+
+// deployRef deploys a registry reference: the scheduler resolves it to a
+// linux/amd64 manifest, which the function is pinned to; agents pull it on
+// first use.
+func deployRef(ctx context.Context, spec api.FunctionSpec, ref string, stdout io.Writer) error {
+	c := client()
+	start := time.Now()
+	res, err := c.ResolveImage(ctx, ref)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "resolved %s in %s\n  %s\n  manifest %s (%s), %d layers, %s\n",
+		res.Ref, time.Since(start).Round(time.Millisecond), res.Image, res.Manifest, res.Platform, res.Layers, humanBytes(res.Size))
+	spec.Image, spec.ImageRef = res.Image, ref
+	fn, err := c.Deploy(ctx, spec)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "deployed %s version %d (%d MB, timeout %s, image %s)\nagents pull the image on first use\n",
+		fn.Name, fn.Version, fn.MemoryMB, fn.Timeout, fn.Image)
+	return nil
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }
 
 func cmdInvoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -25,6 +25,9 @@ usage:
   amber ls [-o json]
   amber logs NAME [-f] [--since DURATION] [-n N]
   amber pool NAME [--min-warm N] [--max N] [--keep-alive DURATION] [--auto on|off] [--auto-max N]
+  amber schedule NAME "EXPR" | NAME --off            cron trigger: "*/5 * * * *" (UTC) or "rate(5 minutes)"
+  amber dlq [NAME] [-o json]                          async events that failed every attempt
+  amber bill [--since 24h] [--until T] [--by hour|day] requests, GB-s, warmth and cost per function
   amber console
   amber scheduler [flags]
   amber agent [flags]
@@ -78,6 +81,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdLogs(ctx, rest, stdout)
 	case "pool":
 		return cmdPool(ctx, rest, stdout)
+	case "dlq":
+		return cmdDLQ(ctx, rest, stdout)
+	case "schedule":
+		return cmdSchedule(ctx, rest, stdout)
+	case "bill":
+		return cmdBill(ctx, rest, stdout)
 	case "console":
 		return cmdConsole(ctx, rest)
 	case "scheduler":

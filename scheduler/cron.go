@@ -1,0 +1,449 @@
+package scheduler
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/amberfn/amber/api"
+)
+
+// Cron triggers are kept in the registry's database:
+//
+//	schedules/<name>   JSON api.Schedule
+//
+// A loop (every second, on the scheduler's clock) fires each due schedule
+// as an async event whose payload is an EventBridge "Scheduled Event"; the
+// event is queued and the schedule's next time stored in one transaction,
+// so a fire is neither lost nor doubled by a crash. Times are UTC. When the
+// scheduler was down over several fire times, the schedule fires once on
+// start (for the latest missed time) and then carries on.
+var bucketSchedules = []byte("schedules")
+
+// cronLoop is the schedule loop's stop handshake.
+type cronLoop struct{ stop, done chan struct{} }
+
+// cronSchedule is a parsed expression: a 5-field cron or a rate().
+type cronSchedule struct {
+	minute, hour, dom, month, dow uint64 // bit i set: value i matches
+	domStar, dowStar              bool   // the field started with '*'
+	every                         time.Duration
+}
+
+type cronField struct {
+	name     string
+	min, max int
+	names    []string // names[i] is value min+i
+}
+
+var cronFields = []cronField{
+	{name: "minute", min: 0, max: 59},
+	{name: "hour", min: 0, max: 23},
+	{name: "day-of-month", min: 1, max: 31},
+	{name: "month", min: 1, max: 12, names: []string{"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"}},
+	{name: "day-of-week", min: 0, max: 7, names: []string{"sun", "mon", "tue", "wed", "thu", "fri", "sat"}},
+}
+
+var cronMacros = map[string]string{
+	"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+	"@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *",
+}
+
+// maxScheduleExpr bounds an expression's length.
+const maxScheduleExpr = 256
+
+// parseSchedule parses a standard 5-field cron expression (minute hour
+// day-of-month month day-of-week; *, lists, ranges, steps, month and day
+// names, 7 as Sunday, @hourly-style macros) or a Lambda-style rate
+// ("rate(1 minute)", "rate(5 minutes)", "rate(2 hours)", "rate(1 day)").
+// Errors name the bad field.
+func parseSchedule(expr string) (*cronSchedule, error) {
+	e := strings.TrimSpace(expr)
+	if e == "" {
+		return nil, fmt.Errorf("empty expression; want 5 cron fields (minute hour day-of-month month day-of-week) or rate(N minutes|hours|days)")
+	}
+	if len(e) > maxScheduleExpr {
+		return nil, fmt.Errorf("expression is over %d characters", maxScheduleExpr)
+	}
+	if strings.HasPrefix(strings.ToLower(e), "rate(") {
+		return parseRate(e)
+	}
+	if m, ok := cronMacros[strings.ToLower(e)]; ok {
+		e = m
+	} else if strings.HasPrefix(e, "@") {
+		return nil, fmt.Errorf("unknown macro %q; want @yearly, @monthly, @weekly, @daily or @hourly", e)
+	}
+	parts := strings.Fields(e)
+	if len(parts) != 5 {
+		return nil, fmt.Errorf("%d fields in %q; want 5: minute hour day-of-month month day-of-week", len(parts), e)
+	}
+	c := &cronSchedule{}
+	dst := []*uint64{&c.minute, &c.hour, &c.dom, &c.month, &c.dow}
+	for i, f := range cronFields {
+		bits, err := f.parse(parts[i])
+		if err != nil {
+			return nil, fmt.Errorf("%s field %q: %v", f.name, parts[i], err)
+		}
+		*dst[i] = bits
+	}
+	if c.dow&(1<<7) != 0 { // 7 is Sunday too
+		c.dow |= 1
+		c.dow &^= 1 << 7
+	}
+	c.domStar = strings.HasPrefix(parts[2], "*")
+	c.dowStar = strings.HasPrefix(parts[4], "*")
+	return c, nil
+}
+
+func parseRate(e string) (*cronSchedule, error) {
+	if !strings.HasSuffix(e, ")") {
+		return nil, fmt.Errorf("rate expression %q: missing ')'", e)
+	}
+	inner := strings.Fields(e[len("rate(") : len(e)-1])
+	if len(inner) != 2 {
+		return nil, fmt.Errorf("rate expression %q: want rate(N unit), e.g. rate(5 minutes)", e)
+	}
+	n, err := strconv.Atoi(inner[0])
+	if err != nil || n < 1 || n > 1_000_000 {
+		return nil, fmt.Errorf("rate expression %q: value %q: want a whole number from 1", e, inner[0])
+	}
+	var unit time.Duration
+	switch strings.ToLower(inner[1]) {
+	case "minute", "minutes":
+		unit = time.Minute
+	case "hour", "hours":
+		unit = time.Hour
+	case "day", "days":
+		unit = 24 * time.Hour
+	default:
+		return nil, fmt.Errorf("rate expression %q: unit %q: want minute(s), hour(s) or day(s)", e, inner[1])
+	}
+	return &cronSchedule{every: time.Duration(n) * unit}, nil
+}
+
+// parse reads one field into a bit set.
+func (f cronField) parse(s string) (uint64, error) {
+	if s == "" {
+		return 0, fmt.Errorf("empty")
+	}
+	var bits uint64
+	for _, part := range strings.Split(s, ",") {
+		if part == "" {
+			return 0, fmt.Errorf("empty list item")
+		}
+		rng, stepStr, hasStep := strings.Cut(part, "/")
+		step := 1
+		if hasStep {
+			n, err := strconv.Atoi(stepStr)
+			if err != nil || n < 1 {
+				return 0, fmt.Errorf("step %q: want a whole number from 1", stepStr)
+			}
+			if n > f.max-f.min+1 {
+				return 0, fmt.Errorf("step %d is larger than the field's range %d–%d", n, f.min, f.max)
+			}
+			step = n
+		}
+		var lo, hi int
+		switch {
+		case rng == "*":
+			lo, hi = f.min, f.max
+			if f.name == "day-of-week" {
+				hi = 6
+			}
+		case strings.Contains(rng, "-"):
+			a, b, _ := strings.Cut(rng, "-")
+			var err error
+			if lo, err = f.value(a); err != nil {
+				return 0, err
+			}
+			if hi, err = f.value(b); err != nil {
+				return 0, err
+			}
+			if lo > hi {
+				return 0, fmt.Errorf("range %s-%s runs backwards", a, b)
+			}
+		default:
+			v, err := f.value(rng)
+			if err != nil {
+				return 0, err
+			}
+			lo, hi = v, v
+			if hasStep { // "a/n" is a to the field's end, by n
+				hi = f.max
+				if f.name == "day-of-week" {
+					hi = 6
+				}
+			}
+		}
+		for v := lo; v <= hi; v += step {
+			bits |= 1 << uint(v)
+		}
+	}
+	return bits, nil
+}
+
+// value reads a number or a name within the field's bounds.
+func (f cronField) value(s string) (int, error) {
+	if s == "" {
+		return 0, fmt.Errorf("missing value")
+	}
+	for i, n := range f.names {
+		if strings.EqualFold(s, n) {
+			return f.min + i, nil
+		}
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil {
+		if f.names != nil {
+			return 0, fmt.Errorf("%q is not a number from %d to %d or a name (%s)", s, f.min, f.max, strings.Join(f.names, ", "))
+		}
+		return 0, fmt.Errorf("%q is not a number from %d to %d", s, f.min, f.max)
+	}
+	if v < f.min || v > f.max {
+		return 0, fmt.Errorf("%d is out of range %d–%d", v, f.min, f.max)
+	}
+	return v, nil
+}
+
+// next returns the first fire time strictly after t (UTC), or the zero time
+// when the expression never matches within five years (e.g. 30 February).
+// A rate fires every interval from anchor.
+func (c *cronSchedule) next(t, anchor time.Time) time.Time {
+	t = t.UTC()
+	if c.every > 0 {
+		anchor = anchor.UTC()
+		if t.Before(anchor) {
+			return anchor
+		}
+		k := t.Sub(anchor)/c.every + 1
+		return anchor.Add(k * c.every)
+	}
+	t = t.Truncate(time.Minute).Add(time.Minute)
+	limit := t.AddDate(5, 0, 0)
+	for t.Before(limit) {
+		y, m, d := t.Date()
+		switch {
+		case c.month&(1<<uint(m)) == 0:
+			t = time.Date(y, m+1, 1, 0, 0, 0, 0, time.UTC)
+		case !c.dayMatches(t):
+			t = time.Date(y, m, d+1, 0, 0, 0, 0, time.UTC)
+		case c.hour&(1<<uint(t.Hour())) == 0:
+			t = t.Truncate(time.Hour).Add(time.Hour)
+		case c.minute&(1<<uint(t.Minute())) == 0:
+			t = t.Add(time.Minute)
+		default:
+			return t
+		}
+	}
+	return time.Time{}
+}
+
+// dayMatches follows cron: when both day fields are restricted, a day
+// matching either fires; otherwise both must match.
+func (c *cronSchedule) dayMatches(t time.Time) bool {
+	dom := c.dom&(1<<uint(t.Day())) != 0
+	dow := c.dow&(1<<uint(t.Weekday())) != 0
+	if c.domStar || c.dowStar {
+		return dom && dow
+	}
+	return dom || dow
+}
+
+// scheduledEvent is the EventBridge payload of a scheduled invocation.
+func scheduledEvent(id, function string, at time.Time) []byte {
+	b, _ := json.Marshal(map[string]any{
+		"version":     "0",
+		"id":          id,
+		"detail-type": "Scheduled Event",
+		"source":      "aws.events",
+		"account":     "000000000000",
+		"time":        at.UTC().Format(time.RFC3339),
+		"region":      "us-east-1",
+		"resources":   []string{"arn:aws:events:us-east-1:000000000000:rule/amber-" + function},
+		"detail":      map[string]any{},
+	})
+	return b
+}
+
+// setSchedule validates expr and stores it as name's schedule.
+func (s *Scheduler) setSchedule(name, expr string) (*api.Schedule, error) {
+	expr = strings.TrimSpace(expr)
+	c, err := parseSchedule(expr)
+	if err != nil {
+		return nil, api.Invalid("expression", "%v", err)
+	}
+	now := s.now().UTC()
+	sc := api.Schedule{Function: name, Expression: expr, CreatedAt: now.Truncate(time.Second)}
+	sc.NextAt = c.next(now, sc.CreatedAt)
+	if sc.NextAt.IsZero() {
+		return nil, api.Invalid("expression", "%q never fires (no such date within five years)", expr)
+	}
+	data, _ := json.Marshal(sc)
+	err = s.reg.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketFunctions).Bucket([]byte(name)) == nil {
+			return notFound(name)
+		}
+		return tx.Bucket(bucketSchedules).Put([]byte(name), data)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &sc, nil
+}
+
+func (s *Scheduler) schedules() ([]api.Schedule, error) {
+	out := []api.Schedule{}
+	err := s.reg.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSchedules).ForEach(func(_, v []byte) error {
+			var sc api.Schedule
+			if err := json.Unmarshal(v, &sc); err != nil {
+				return err
+			}
+			out = append(out, sc)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// fireDue queues an event for every schedule due at the scheduler's clock
+// and returns how many fired.
+func (s *Scheduler) fireDue() (int, error) {
+	now := s.now().UTC()
+	fired := 0
+	err := s.reg.db.Update(func(tx *bolt.Tx) error {
+		sb := tx.Bucket(bucketSchedules)
+		var due []api.Schedule
+		err := sb.ForEach(func(_, v []byte) error {
+			var sc api.Schedule
+			if err := json.Unmarshal(v, &sc); err != nil {
+				s.log.Error("undecodable schedule; skipped", "err", err.Error())
+				return nil
+			}
+			if !sc.NextAt.After(now) {
+				due = append(due, sc)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, sc := range due {
+			c, err := parseSchedule(sc.Expression)
+			if err != nil {
+				s.log.Error("bad stored schedule; skipped", "function", sc.Function, "err", err.Error())
+				continue
+			}
+			fb := tx.Bucket(bucketFunctions).Bucket([]byte(sc.Function))
+			if fb == nil {
+				continue
+			}
+			fn, err := readLatest(fb, sc.Function)
+			if err != nil {
+				continue
+			}
+			ev := s.newEvent(fn, nil, sourceSchedule)
+			ev.Payload = scheduledEvent(ev.ID, sc.Function, sc.NextAt)
+			if err := putEvent(tx, ev); err != nil {
+				return err
+			}
+			sc.LastFiredAt = sc.NextAt
+			sc.Fired++
+			sc.NextAt = c.next(now, sc.CreatedAt)
+			data, _ := json.Marshal(sc)
+			if err := sb.Put([]byte(sc.Function), data); err != nil {
+				return err
+			}
+			fired++
+			s.log.Info("schedule fired", "function", sc.Function, "expression", sc.Expression, "event_id", ev.ID, "next_at", sc.NextAt)
+		}
+		return nil
+	})
+	if fired > 0 {
+		s.wakeAsync()
+	}
+	return fired, err
+}
+
+func (s *Scheduler) cronRun() {
+	defer close(s.cron.done)
+	t := time.NewTicker(s.bgCfg.cronTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.cron.stop:
+			return
+		case <-t.C:
+			if _, err := s.fireDue(); err != nil {
+				s.log.Error("fire schedules", "err", err.Error())
+			}
+		}
+	}
+}
+
+func (s *Scheduler) handlePutSchedule(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var body struct {
+		Expression string `json:"expression"`
+	}
+	if err := decodeJSON(w, r, 4<<10, &body); err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	sc, err := s.setSchedule(name, body.Expression)
+	if err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	s.log.Info("schedule set", "function", name, "expression", sc.Expression, "next_at", sc.NextAt)
+	api.WriteJSON(w, http.StatusOK, sc)
+}
+
+func (s *Scheduler) handleGetSchedule(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var sc *api.Schedule
+	err := s.reg.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketSchedules).Get([]byte(name))
+		if v == nil {
+			return fmt.Errorf("schedule of function %q %w", name, api.ErrNotFound)
+		}
+		sc = &api.Schedule{}
+		return json.Unmarshal(v, sc)
+	})
+	if err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, sc)
+}
+
+func (s *Scheduler) handleDeleteSchedule(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	err := s.reg.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketSchedules)
+		if b.Get([]byte(name)) == nil {
+			return fmt.Errorf("schedule of function %q %w", name, api.ErrNotFound)
+		}
+		return b.Delete([]byte(name))
+	})
+	if err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	s.log.Info("schedule removed", "function", name)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Scheduler) handleListSchedules(w http.ResponseWriter, _ *http.Request) {
+	out, err := s.schedules()
+	if err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, out)
+}
