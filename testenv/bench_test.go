@@ -2,11 +2,14 @@ package testenv_test
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"sort"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -126,3 +129,132 @@ func benchRounds(b *testing.B, def int) int {
 // unpack and cold start), and a cold start from the image already present,
 // in the same run. The body is benchRegistryPull in registry_test.go.
 func BenchmarkRegistryPull(b *testing.B) { benchRegistryPull(b) }
+
+// BenchmarkSchedulerOverhead compares a warm invoke of examples/hello
+// through the scheduler with the same invoke sent straight to the agent
+// that holds the warm instance, interleaved in one run.
+func BenchmarkSchedulerOverhead(b *testing.B) {
+	f := clusterB(b)
+	c := f.cluster.Client()
+	ctx := b.Context()
+	fn := deploy(b, c, "bench-direct", f.images["hello"])
+	first, err := c.Invoke(ctx, "bench-direct", []byte(`{}`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	agents, err := c.Agents(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var agentURL string
+	for _, a := range agents {
+		if a.Name == first.Agent {
+			agentURL = a.URL
+		}
+	}
+	hc := &http.Client{}
+	direct := func() error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, agentURL+"/v1/functions/bench-direct/invoke", strings.NewReader(`{"name":"bench"}`))
+		req.Header.Set(api.HeaderVersion, strconv.Itoa(fn.Version))
+		req.Header.Set("Authorization", "Bearer "+f.cluster.Token)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != http.StatusOK || resp.Header.Get(api.HeaderStartKind) != string(api.StartWarm) {
+			return fmt.Errorf("direct invoke: %s %s", resp.Status, resp.Header.Get(api.HeaderStartKind))
+		}
+		return nil
+	}
+	n := benchRounds(b, 1000)
+	via := make([]time.Duration, 0, n)
+	straight := make([]time.Duration, 0, n)
+	for i := 0; i < n; i++ {
+		t0 := time.Now()
+		res, err := c.Invoke(ctx, "bench-direct", []byte(`{"name":"bench"}`))
+		if err != nil || res.StartKind != api.StartWarm {
+			b.Fatalf("invoke %d: %v %v", i, err, res)
+		}
+		via = append(via, time.Since(t0))
+		t0 = time.Now()
+		if err := direct(); err != nil {
+			b.Fatal(err)
+		}
+		straight = append(straight, time.Since(t0))
+	}
+	vp50, sp50 := percentile(via, 50), percentile(straight, 50)
+	b.ReportMetric(float64(vp50.Microseconds()), "scheduler-p50-µs")
+	b.ReportMetric(float64(sp50.Microseconds()), "agent-p50-µs")
+	b.ReportMetric(float64((vp50 - sp50).Microseconds()), "added-p50-µs")
+	b.Logf("%d invokes: through the scheduler p50 %s p99 %s; straight to the agent p50 %s p99 %s; added %s at p50",
+		n, vp50, percentile(via, 99), sp50, percentile(straight, 99), vp50-sp50)
+}
+
+// BenchmarkThroughput drives sustained warm invocations of examples/hello
+// (next to a no-op) through the scheduler and two agents from
+// concurrent clients for a fixed time, and reports invocations per second
+// and the p99 latency.
+func BenchmarkThroughput(b *testing.B) {
+	f := clusterB(b)
+	c := f.cluster.Client()
+	ctx := b.Context()
+	deploy(b, c, "bench-tput", f.images["hello"])
+	const workers = 16
+	if _, err := c.SetPool(ctx, "bench-tput", api.PoolChange{MinWarm: ptr(workers)}); err != nil {
+		b.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		fs, err := c.Function(ctx, "bench-tput")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(fs.Instances) >= workers || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	dur := 10 * time.Second
+	if v, err := time.ParseDuration(os.Getenv("AMBER_BENCH_DURATION")); err == nil {
+		dur = v
+	}
+	var (
+		mu   sync.Mutex
+		lats []time.Duration
+		errs int
+	)
+	end := time.Now().Add(dur)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			bad := 0
+			for time.Now().Before(end) {
+				t0 := time.Now()
+				res, err := c.Invoke(ctx, "bench-tput", []byte(`{}`))
+				if err != nil || res.FunctionError != "" {
+					bad++
+					continue
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			lats = append(lats, mine...)
+			errs += bad
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	rate := float64(len(lats)) / dur.Seconds()
+	b.ReportMetric(rate, "invocations/s")
+	b.ReportMetric(float64(percentile(lats, 99).Microseconds()), "p99-µs")
+	b.Logf("%d workers for %s: %d invocations (%.0f/s), %d failed, p50 %s p99 %s",
+		workers, dur, len(lats), rate, errs, percentile(lats, 50), percentile(lats, 99))
+	if _, err := c.SetPool(ctx, "bench-tput", api.PoolChange{MinWarm: ptr(0)}); err != nil {
+		b.Fatal(err)
+	}
+}
