@@ -496,3 +496,13 @@ func (c *Client) Ledger(ctx context.Context, function string, since time.Time, l
 	}
 	return out, nil
 }
+
+// Drain stops new placements on an agent (on=true) or resumes them;
+// invocations in flight finish. POST/DELETE /v1/agents/{name}/drain
+func (c *Client) Drain(ctx context.Context, agent string, on bool) error {
+	method := http.MethodDelete
+	if on {
+		method = http.MethodPost
+	}
+	return c.doJSON(ctx, method, "/v1/agents/"+url.PathEscape(agent)+"/drain", nil, nil)
+}

@@ -39,6 +39,8 @@ const (
 	AgentReady   AgentState = "ready"
 	AgentSuspect AgentState = "suspect"
 	AgentGone    AgentState = "gone"
+	// AgentDraining takes no new placements; work in flight finishes.
+	AgentDraining AgentState = "draining"
 )
 
 // Duration is a time.Duration that travels as a Go duration string ("30s").

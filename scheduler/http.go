@@ -44,6 +44,8 @@ const maxSpecBytes = 1 << 20
 //	PUT    /v1/functions/{name}/pool              body: api.PoolChange → api.PoolStatus
 //	POST   /v1/agents/heartbeat                   body: api.Heartbeat → api.HeartbeatReply (pool targets)
 //	GET    /v1/agents                             []api.AgentStatus, by name
+//	POST   /v1/agents/{name}/drain                no new placements there (DELETE resumes)
+//	POST   /v1/agents/{name}/drain                no new placements there (DELETE resumes)
 //	GET    /v1/state                              api.ClusterState
 //	GET    /v1/events?since=SEQ                   []api.Event, oldest first
 //	GET    /v1/stream?since=SEQ                   server-sent events: api.StreamMessage every second and on events
@@ -90,6 +92,8 @@ func (s *Scheduler) Handler() http.Handler {
 	v1("PUT /v1/functions/{name}/pool", s.handlePutPool)
 	v1("POST /v1/agents/heartbeat", s.handleHeartbeat)
 	v1("GET /v1/agents", s.handleListAgents)
+	v1("POST /v1/agents/{name}/drain", s.handleDrain)
+	v1("DELETE /v1/agents/{name}/drain", s.handleDrain)
 	v1("GET /v1/state", s.handleState)
 	v1("GET /v1/events", s.handleEvents)
 	v1("GET /v1/stream", s.handleStream)

@@ -1,6 +1,8 @@
 package scheduler
 
 import (
+	"fmt"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -30,6 +32,8 @@ type agentEntry struct {
 	gen    uint64
 	claims map[fnKey]int
 	idle   map[fnKey]int // idle instances in the last heartbeat
+	// draining: an operator asked for no new placements here.
+	draining bool
 	// inflight counts this agent's invocations in flight, per function.
 	inflight map[string]int
 }
@@ -108,6 +112,8 @@ func (s *Scheduler) stateLocked(e *agentEntry) api.AgentState {
 		return api.AgentGone
 	case age >= s.suspectAfter || e.unreachable:
 		return api.AgentSuspect
+	case e.draining:
+		return api.AgentDraining
 	default:
 		return api.AgentReady
 	}
@@ -242,4 +248,34 @@ func (s *Scheduler) markUnreachable(agent string) {
 	if e, ok := s.agents[agent]; ok {
 		e.unreachable = true
 	}
+}
+
+// handleDrain stops (POST …/drain) or resumes (DELETE …/drain) new
+// placements on an agent; invocations in flight finish either way.
+func (s *Scheduler) handleDrain(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	drain := r.Method == http.MethodPost
+	s.mu.Lock()
+	e, ok := s.agents[name]
+	if ok {
+		e.draining = drain
+	}
+	inflight := 0
+	if ok {
+		for _, n := range e.inflight {
+			inflight += n
+		}
+	}
+	s.mu.Unlock()
+	if !ok {
+		api.WriteError(w, fmt.Errorf("agent %q %w", name, api.ErrNotFound))
+		return
+	}
+	verb := "resumed"
+	if drain {
+		verb = "draining"
+	}
+	s.event(api.EventAgentState, "", name, "agent %s %s (%d invocations in flight)", name, verb, inflight)
+	s.log.Info("agent drain", "agent", name, "draining", drain, "inflight", inflight)
+	api.WriteJSON(w, http.StatusOK, map[string]any{"agent": name, "draining": drain, "inflight": inflight})
 }

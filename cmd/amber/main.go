@@ -31,6 +31,7 @@ usage:
   amber console
   amber scheduler [flags]
   amber agent [flags]
+  amber agent drain NAME | undrain NAME               stop / resume new placements on an agent
 
 Client commands find the scheduler through AMBER_SCHEDULER (default
 http://127.0.0.1:7700) and authenticate with AMBER_TOKEN.

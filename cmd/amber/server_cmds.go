@@ -66,6 +66,16 @@ func cmdScheduler(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 func cmdAgent(ctx context.Context, args []string, stderr io.Writer) error {
+	if len(args) > 0 && (args[0] == "drain" || args[0] == "undrain") {
+		if len(args) != 2 {
+			return fmt.Errorf("usage: amber agent %s NAME", args[0])
+		}
+		if err := client().Drain(ctx, args[1], args[0] == "drain"); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "agent %s: %sed\n", args[1], args[0])
+		return nil
+	}
 	host, _ := os.Hostname()
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	name := fs.String("name", sanitize(host), "agent name ([a-z0-9-])")
