@@ -26,19 +26,20 @@ type Registry interface {
 
 // Agent runs function instances and serves invocations.
 type Agent struct {
-	name       string
-	url        string
-	token      string
-	capacityMB int
-	keepAlive  time.Duration
-	interval   time.Duration
-	reg        Registry
-	launch     launcher
-	log        *slog.Logger
-	stats      func() api.NodeStats
-	kick       chan struct{}
-	logs       *logStore
-	initWait   time.Duration // bound on a cold start's init (InitTimeout)
+	name         string
+	url          string
+	token        string
+	capacityMB   int
+	keepAlive    time.Duration
+	interval     time.Duration
+	reg          Registry
+	launch       launcher
+	log          *slog.Logger
+	stats        func() api.NodeStats
+	kick         chan struct{}
+	drainTimeout time.Duration
+	logs         *logStore
+	initWait     time.Duration // bound on a cold start's init (InitTimeout)
 
 	mu    sync.Mutex
 	fns   map[fnKey]*api.Function
@@ -81,6 +82,10 @@ func WithKeepAlive(d time.Duration) Option { return func(a *Agent) { a.keepAlive
 // WithHeartbeatInterval sets how often the agent reports (default 1 s).
 func WithHeartbeatInterval(d time.Duration) Option { return func(a *Agent) { a.interval = d } }
 
+// WithDrainTimeout bounds how long a stopping agent waits for invocations
+// in flight (default 30 s).
+func WithDrainTimeout(d time.Duration) Option { return func(a *Agent) { a.drainTimeout = d } }
+
 // WithLogger sets the logger.
 func WithLogger(l *slog.Logger) Option { return func(a *Agent) { a.log = l } }
 
@@ -97,7 +102,7 @@ func WithLauncher(c *Containerd) Option { return func(a *Agent) { a.launch = c }
 func New(reg Registry, opts ...Option) (*Agent, error) {
 	a := &Agent{
 		name: "agent", capacityMB: 4096, keepAlive: 10 * time.Minute, interval: time.Second,
-		reg: reg, log: slog.Default(), stats: nodeStats, kick: make(chan struct{}, 1), logs: newLogStore(), initWait: InitTimeout,
+		reg: reg, log: slog.Default(), stats: nodeStats, kick: make(chan struct{}, 1), logs: newLogStore(), initWait: InitTimeout, drainTimeout: 30 * time.Second,
 		fns: map[fnKey]*api.Function{}, idle: map[fnKey][]*instance{}, all: map[string]*instance{},
 		targets: map[string]api.PoolTarget{}, warming: map[fnKey]int{}, starting: map[string]int{}, freed: make(chan struct{}),
 	}
@@ -128,7 +133,19 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.reconcile(ctx)
 		select {
 		case <-ctx.Done():
-			a.Shutdown(context.WithoutCancel(ctx))
+			// Tell the scheduler first, so no new work is placed here.
+			if d, ok := a.reg.(interface {
+				Drain(context.Context, string, bool) error
+			}); ok {
+				dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+				if err := d.Drain(dctx, a.name, true); err != nil {
+					a.log.Warn("could not tell the scheduler this agent is draining", "err", err)
+				}
+				cancel()
+			}
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.drainTimeout)
+			a.Shutdown(sctx)
+			cancel()
 			return nil
 		case <-t.C:
 		case <-a.kick:
@@ -202,6 +219,9 @@ func (a *Agent) function(ctx context.Context, name string, version int) (*api.Fu
 func (a *Agent) acquire(k fnKey) *instance {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.close {
+		return nil // draining: no new work
+	}
 	var stale []*instance
 	for other, list := range a.idle {
 		if other.name == k.name && other.version != k.version {
@@ -496,6 +516,27 @@ func (a *Agent) reap(now time.Time) {
 func (a *Agent) Shutdown(ctx context.Context) {
 	a.mu.Lock()
 	a.close = true
+	a.mu.Unlock()
+	// Invocations in flight finish, until ctx's deadline.
+	for {
+		a.mu.Lock()
+		busy := a.busy
+		a.mu.Unlock()
+		if busy <= 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			a.log.Warn("drain deadline passed; stopping instances still busy", "busy", busy)
+			busy = 0
+		case <-time.After(20 * time.Millisecond):
+		}
+		if busy == 0 {
+			break
+		}
+	}
+	ctx = context.WithoutCancel(ctx)
+	a.mu.Lock()
 	list := make([]*instance, 0, len(a.all))
 	for _, in := range a.all {
 		list = append(list, in)

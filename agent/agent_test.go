@@ -482,3 +482,28 @@ func anyBusy(list []api.Instance) bool {
 	}
 	return false
 }
+
+func TestShutdownLetsInvocationsInFlightFinish(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, []*api.Function{testFn("drain", 1, 10*time.Second, nil)})
+	ctx := t.Context()
+	done := make(chan error, 1)
+	go func() {
+		res, err := e.a.Invoke(ctx, "drain", 1, "", []byte(`{"op":"sleep","ms":500}`))
+		if err == nil && res.FunctionError != "" {
+			err = errors.New(string(res.Payload))
+		}
+		done <- err
+	}()
+	e.l.waitLive(t, 1)
+	for insts := e.a.Instances(); len(insts) == 0 || insts[0].State != api.StateBusy; insts = e.a.Instances() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	e.a.Shutdown(sctx)
+	if err := <-done; err != nil {
+		t.Errorf("the invocation in flight during shutdown failed: %v", err)
+	}
+	e.l.waitLive(t, 0)
+}

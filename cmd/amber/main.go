@@ -31,6 +31,8 @@ usage:
   amber console
   amber scheduler [flags]
   amber agent [flags]
+  amber install agent|scheduler [--dry-run]           systemd units; amber uninstall agent|scheduler
+  amber doctor                                        can this node run amber? one line per check
   amber agent drain NAME | undrain NAME               stop / resume new placements on an agent
 
 Client commands find the scheduler through AMBER_SCHEDULER (default
@@ -94,6 +96,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdScheduler(ctx, rest, stderr)
 	case "agent":
 		return cmdAgent(ctx, rest, stderr)
+	case "install":
+		return cmdInstall(rest, stdout)
+	case "uninstall":
+		return cmdUninstall(rest, stdout)
+	case "doctor":
+		return cmdDoctor(ctx, rest, stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -112,11 +120,18 @@ func client() *api.Client {
 	return api.NewClient(url, api.WithToken(os.Getenv("AMBER_TOKEN")))
 }
 
-// newLogger logs text to w at the level named by AMBER_LOG (debug, info, warn, error).
+// newLogger logs to w at the level named by AMBER_LOG (debug, info, warn,
+// error): text on a terminal, JSON otherwise (journald, log shippers).
 func newLogger(w io.Writer) *slog.Logger {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(os.Getenv("AMBER_LOG"))); err != nil {
 		lvl = slog.LevelInfo
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl}))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice == 0 {
+			return slog.New(slog.NewJSONHandler(w, opts))
+		}
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/amberfn/amber/agent"
 	"github.com/amberfn/amber/api"
+	"github.com/amberfn/amber/ops"
 	"github.com/amberfn/amber/scheduler"
 	"github.com/amberfn/amber/testenv"
 	"github.com/amberfn/amber/tui"
@@ -62,6 +63,8 @@ func cmdScheduler(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log.Info("scheduler serving", "addr", ln.Addr().String(), "data", *data)
+	_ = ops.Notify("READY=1")
+	defer ops.Notify("STOPPING=1")
 	return serve(ctx, ln, s.Handler())
 }
 
@@ -116,6 +119,8 @@ func cmdAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log.Info("agent serving", "addr", ln.Addr().String(), "scheduler", *sched)
+	_ = ops.Notify("READY=1")
+	defer ops.Notify("STOPPING=1")
 	errc := make(chan error, 1)
 	go func() { errc <- serve(ctx, ln, a.Handler()) }()
 	runErr := a.Run(ctx)

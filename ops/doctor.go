@@ -1,0 +1,225 @@
+package ops
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd"
+)
+
+// Check is one line of `amber doctor`.
+type Check struct {
+	Name string
+	OK   bool
+	Info string // what was found
+	Fix  string // what to do when not OK
+}
+
+func (c Check) String() string {
+	if c.OK {
+		return fmt.Sprintf("ok    %-11s %s", c.Name, c.Info)
+	}
+	return fmt.Sprintf("FAIL  %-11s %s — fix: %s", c.Name, c.Info, c.Fix)
+}
+
+// DoctorConfig says what to check.
+type DoctorConfig struct {
+	Containerd string // socket
+	StateDir   string // for free disk
+	Scheduler  string // URL, for the clock; "" skips
+	MinFreeGB  float64
+}
+
+// Doctor runs every check; each is bounded in time.
+func Doctor(ctx context.Context, cfg DoctorConfig) []Check {
+	if cfg.MinFreeGB == 0 {
+		cfg.MinFreeGB = 5
+	}
+	checks := []Check{
+		checkContainerd(ctx, cfg.Containerd),
+		checkBinary(ctx, "runc", "runc", "--version", "apt-get install runc"),
+		checkCRIU(ctx),
+		checkCgroups(),
+		checkOverlay(),
+		checkBinary(ctx, "netns", "unshare", "--version", "apt-get install util-linux iproute2"),
+		checkDisk(cfg.StateDir, cfg.MinFreeGB),
+	}
+	if cfg.Scheduler != "" {
+		checks = append(checks, checkClock(ctx, cfg.Scheduler))
+	}
+	return checks
+}
+
+func firstLine(b []byte) string {
+	s, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	return s
+}
+
+func checkContainerd(ctx context.Context, sock string) Check {
+	c := Check{Name: "containerd", Fix: "apt-get install containerd && systemctl start containerd, or pass --containerd SOCKET"}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	client, err := containerd.New(sock, containerd.WithTimeout(2*time.Second))
+	if err != nil {
+		c.Info = fmt.Sprintf("not reachable at %s: %v", sock, err)
+		return c
+	}
+	defer client.Close()
+	v, err := client.Version(ctx)
+	if err != nil {
+		c.Info = fmt.Sprintf("no answer at %s: %v", sock, err)
+		return c
+	}
+	c.OK, c.Info = true, fmt.Sprintf("%s at %s", v.Version, sock)
+	return c
+}
+
+func checkBinary(ctx context.Context, name, bin, arg, fix string) Check {
+	c := Check{Name: name, Fix: fix}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, arg).CombinedOutput()
+	if err != nil {
+		c.Info = fmt.Sprintf("%s: %v", bin, err)
+		return c
+	}
+	c.OK, c.Info = true, firstLine(out)
+	return c
+}
+
+// checkCRIU says whether snapshots can work on this node.
+func checkCRIU(ctx context.Context) Check {
+	c := Check{Name: "snapshots", Fix: "run .ci/install-deps (installs CRIU ≥ 4.2 in /opt/amber/criu); without it every start is cold"}
+	path, err := exec.LookPath("criu")
+	if err != nil {
+		for _, p := range []string{"/opt/amber/criu/bin/criu"} {
+			if _, serr := os.Stat(p); serr == nil {
+				path = p
+			}
+		}
+	}
+	if path == "" {
+		c.Info = "no criu on PATH: snapshots off, cold starts only"
+		return c
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	v, _ := exec.CommandContext(ctx, path, "--version").CombinedOutput()
+	out, err := exec.CommandContext(ctx, path, "check").CombinedOutput()
+	if err != nil {
+		c.Info = fmt.Sprintf("%s (%s) fails `criu check`: %s", path, firstLine(v), firstLine(out))
+		return c
+	}
+	c.OK, c.Info = true, fmt.Sprintf("%s, `criu check` passes", firstLine(v))
+	return c
+}
+
+func checkCgroups() Check {
+	c := Check{Name: "cgroups", Fix: "mount the memory, cpu and pids controllers (cgroup v1) or cgroup2 at /sys/fs/cgroup"}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs("/sys/fs/cgroup", &st); err != nil {
+		c.Info = err.Error()
+		return c
+	}
+	const cgroup2Magic = 0x63677270
+	if st.Type == cgroup2Magic {
+		b, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers")
+		if err != nil || !strings.Contains(string(b), "memory") || !strings.Contains(string(b), "pids") {
+			c.Info = "cgroup v2 without the memory or pids controller"
+			return c
+		}
+		c.OK, c.Info = true, "cgroup v2: "+strings.TrimSpace(string(b))
+		return c
+	}
+	var missing []string
+	for _, ctl := range []string{"memory", "cpu", "pids"} {
+		if _, err := os.Stat("/sys/fs/cgroup/" + ctl); err != nil {
+			missing = append(missing, ctl)
+		}
+	}
+	if len(missing) > 0 {
+		c.Info = "cgroup v1 without " + strings.Join(missing, ", ")
+		return c
+	}
+	c.OK, c.Info = true, "cgroup v1: memory, cpu, pids"
+	return c
+}
+
+func checkOverlay() Check {
+	c := Check{Name: "overlayfs", Fix: "modprobe overlay"}
+	f, err := os.Open("/proc/filesystems")
+	if err != nil {
+		c.Info = err.Error()
+		return c
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if strings.HasSuffix(sc.Text(), "\toverlay") {
+			c.OK, c.Info = true, "the kernel has overlay"
+			return c
+		}
+	}
+	c.Info = "the kernel lists no overlay filesystem"
+	return c
+}
+
+func checkDisk(dir string, minGB float64) Check {
+	c := Check{Name: "disk", Fix: fmt.Sprintf("free space under %s (images and snapshots want at least %.0f GB)", dir, minGB)}
+	for d := dir; d != ""; d = parent(d) {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(d, &st); err == nil {
+			free := float64(st.Bavail) * float64(st.Bsize) / (1 << 30)
+			c.Info = fmt.Sprintf("%.1f GB free for %s", free, dir)
+			c.OK = free >= minGB
+			return c
+		}
+	}
+	c.Info = "cannot stat " + dir
+	return c
+}
+
+func parent(d string) string {
+	if d == "/" {
+		return ""
+	}
+	i := strings.LastIndexByte(strings.TrimRight(d, "/"), '/')
+	if i <= 0 {
+		return "/"
+	}
+	return d[:i]
+}
+
+func checkClock(ctx context.Context, url string) Check {
+	c := Check{Name: "clock", Fix: "synchronise the clock (chrony or systemd-timesyncd); signatures and schedules need it"}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(url, "/")+"/healthz", nil)
+	if err != nil {
+		c.Info = err.Error()
+		return c
+	}
+	t0 := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.Info = fmt.Sprintf("scheduler %s not reachable: %v", url, err)
+		return c
+	}
+	resp.Body.Close()
+	their, err := http.ParseTime(resp.Header.Get("Date"))
+	if err != nil {
+		c.Info = "the scheduler sent no Date header"
+		return c
+	}
+	skew := time.Until(their.Add(time.Since(t0)/2)).Round(time.Second)
+	c.Info = fmt.Sprintf("%s off the scheduler's clock", skew)
+	c.OK = skew < 5*time.Second && skew > -5*time.Second
+	return c
+}
