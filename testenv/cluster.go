@@ -2,8 +2,6 @@ package testenv
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -237,14 +235,5 @@ func loadToken(dir, given string) (string, error) {
 	if given != "" {
 		return given, nil
 	}
-	p := filepath.Join(dir, "token")
-	if b, err := os.ReadFile(p); err == nil && len(strings.TrimSpace(string(b))) > 0 {
-		return strings.TrimSpace(string(b)), nil
-	}
-	b := make([]byte, 24)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	tok := hex.EncodeToString(b)
-	return tok, os.WriteFile(p, []byte(tok+"\n"), 0o600)
+	return scheduler.LoadOrCreateToken(dir)
 }

@@ -53,6 +53,14 @@ func cmdScheduler(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(stderr)
+	if *token == "" {
+		tok, err := scheduler.LoadOrCreateToken(*data)
+		if err != nil {
+			return err
+		}
+		*token = tok
+		log.Info("API token in the data folder", "file", filepath.Join(*data, scheduler.TokenFile))
+	}
 	s, err := scheduler.New(scheduler.WithDataDir(*data), scheduler.WithToken(*token), scheduler.WithLogger(log))
 	if err != nil {
 		return err
