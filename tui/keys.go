@@ -6,65 +6,65 @@ import (
 )
 
 // keyMap is the console's key bindings. It is a help.KeyMap, so the
-// footer is drawn from the same bindings Update matches against.
+// footer and the help screen are drawn from the same bindings Update
+// matches against.
 type keyMap struct {
-	Quit      key.Binding
-	NextTable key.Binding
-	Up        key.Binding
-	Down      key.Binding
-	Top       key.Binding
-	Bottom    key.Binding
-	Refresh   key.Binding
-	Help      key.Binding
+	Quit, Help, Command, Filter, Back, Enter    key.Binding
+	Up, Down, Top, Bottom, PageUp, PageDown     key.Binding
+	NextPane, PrevPane, Sort, Reverse, Pause    key.Binding
+	Reconnect, Window, More, Less, Edit, Invoke key.Binding
+	Logs, Views                                 key.Binding
 }
 
 var _ help.KeyMap = keyMap{}
 
-// Help texts of the ? binding while the full help is closed and open.
-const (
-	helpOpenDesc  = "help"
-	helpCloseDesc = "close help"
-)
-
 func defaultKeyMap() keyMap {
+	b := func(keys []string, k, d string) key.Binding {
+		return key.NewBinding(key.WithKeys(keys...), key.WithHelp(k, d))
+	}
 	return keyMap{
-		Quit:      key.NewBinding(key.WithKeys("q", "ctrl+c"), key.WithHelp("q", "quit")),
-		NextTable: key.NewBinding(key.WithKeys("tab", "shift+tab"), key.WithHelp("tab", "next table")),
-		Up:        key.NewBinding(key.WithKeys("k", "up"), key.WithHelp("↑/k", "up")),
-		Down:      key.NewBinding(key.WithKeys("j", "down"), key.WithHelp("↓/j", "down")),
-		Top:       key.NewBinding(key.WithKeys("g", "home"), key.WithHelp("g/home", "top")),
-		Bottom:    key.NewBinding(key.WithKeys("G", "end"), key.WithHelp("G/end", "bottom")),
-		Refresh:   key.NewBinding(key.WithKeys("r"), key.WithHelp("r", "refresh")),
-		Help:      key.NewBinding(key.WithKeys("?"), key.WithHelp("?", helpOpenDesc)),
+		Quit:      b([]string{"q", "ctrl+c"}, "q", "quit"),
+		Help:      b([]string{"?"}, "?", "help"),
+		Command:   b([]string{":"}, ":", "command"),
+		Filter:    b([]string{"/"}, "/", "filter"),
+		Back:      b([]string{"esc"}, "esc", "back"),
+		Enter:     b([]string{"enter"}, "enter", "open"),
+		Up:        b([]string{"k", "up"}, "↑/k", "up"),
+		Down:      b([]string{"j", "down"}, "↓/j", "down"),
+		Top:       b([]string{"g", "home"}, "g", "top"),
+		Bottom:    b([]string{"G", "end"}, "G", "bottom"),
+		PageUp:    b([]string{"pgup", "ctrl+b"}, "pgup", "page up"),
+		PageDown:  b([]string{"pgdown", "ctrl+f"}, "pgdn", "page down"),
+		NextPane:  b([]string{"tab"}, "tab", "next pane/view"),
+		PrevPane:  b([]string{"shift+tab"}, "⇧tab", "previous pane/view"),
+		Sort:      b([]string{"s"}, "s", "sort column"),
+		Reverse:   b([]string{"S"}, "S", "reverse sort"),
+		Pause:     b([]string{"p"}, "p", "pause"),
+		Reconnect: b([]string{"r"}, "r", "reconnect now"),
+		Window:    b([]string{"w"}, "w", "window/period"),
+		More:      b([]string{"+", "="}, "+", "min warm +1"),
+		Less:      b([]string{"-", "_"}, "-", "min warm −1"),
+		Edit:      b([]string{"e"}, "e", "edit pool"),
+		Invoke:    b([]string{"i"}, "i", "invoke"),
+		Logs:      b([]string{"l"}, "l", "logs"),
+		Views:     b([]string{"1", "2", "3", "4", "5", "6"}, "1-6", "views"),
 	}
 }
 
-// ShortHelp is the one-line footer, most important first: the help
-// bubble drops items from the end when the screen is narrow.
+// ShortHelp is a generic footer; the model picks one per view (footerKeys).
 func (k keyMap) ShortHelp() []key.Binding {
-	return []key.Binding{k.Quit, k.Help, k.NextTable, k.Up, k.Down, k.Refresh}
+	return []key.Binding{k.Command, k.Filter, k.Enter, k.Help, k.Quit}
 }
 
-// FullHelp is the full help in three columns: moving, tables, the rest.
+// FullHelp is every binding in groups: general, moving, tables, function.
 func (k keyMap) FullHelp() [][]key.Binding {
 	return [][]key.Binding{
-		{k.Up, k.Down, k.Top, k.Bottom},
-		{k.NextTable, k.Refresh},
-		{k.Help, k.Quit},
+		{k.Command, k.Help, k.Back, k.Pause, k.Reconnect, k.Views, k.Quit},
+		{k.Up, k.Down, k.Top, k.Bottom, k.PageUp, k.PageDown, k.NextPane},
+		{k.Filter, k.Sort, k.Reverse, k.Enter, k.Window, k.Logs},
+		{k.More, k.Less, k.Edit, k.Invoke},
 	}
 }
 
-// fullHelpLayouts are the groupings the full help tries, widest first;
-// the view takes the first that fits the screen.
-func (k keyMap) fullHelpLayouts() [][][]key.Binding {
-	return [][][]key.Binding{
-		k.FullHelp(),
-		{
-			{k.Up, k.Down, k.Top, k.Bottom},
-			{k.NextTable, k.Refresh, k.Help, k.Quit},
-		},
-		{
-			{k.Up, k.Down, k.Top, k.Bottom, k.NextTable, k.Refresh, k.Help, k.Quit},
-		},
-	}
-}
+// helpGroupTitles name the FullHelp groups on the help screen.
+var helpGroupTitles = []string{"GENERAL", "MOVE", "TABLES", "ON A FUNCTION"}

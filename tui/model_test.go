@@ -1,18 +1,11 @@
 package tui
 
 import (
-	"context"
 	"errors"
-	"flag"
-	"io"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/charmbracelet/bubbles/key"
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
 	"github.com/charmbracelet/x/ansi"
@@ -21,359 +14,112 @@ import (
 	"github.com/amberfn/amber/api"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
-
-var fixedNow = time.Date(2026, 5, 4, 12, 0, 5, 0, time.UTC)
-
-func fixedClock() time.Time { return fixedNow }
-
-func inst(id, fn, agent string, state api.InstanceState, kind api.StartKind) api.Instance {
-	return api.Instance{ID: id, Function: fn, Version: 1, Agent: agent, State: state, StartKind: kind, MemoryMB: 128}
-}
-
-// testState is the fixed cluster of the golden screens: two agents and
-// three functions with instances in various states.
-func testState() *api.ClusterState {
-	thumbs := []api.Instance{
-		inst("i-4", "thumbnail", "node-b", api.StateBusy, api.StartRestore),
-		inst("i-5", "thumbnail", "node-b", api.StateInitializing, api.StartCold),
-		inst("i-6", "thumbnail", "node-a", api.StateBusy, api.StartWarm),
-		inst("i-7", "thumbnail", "node-b", api.StateGone, api.StartCold),
-	}
-	hello := []api.Instance{
-		inst("i-1", "hello", "node-a", api.StateIdle, api.StartCold),
-		inst("i-2", "hello", "node-a", api.StateIdle, api.StartRestore),
-		inst("i-3", "hello", "node-b", api.StateBusy, api.StartWarm),
-	}
-	onAgent := func(name string, lists ...[]api.Instance) []api.Instance {
-		var out []api.Instance
-		for _, l := range lists {
-			for _, in := range l {
-				if in.Agent == name {
-					out = append(out, in)
-				}
-			}
+// screens are the golden screens: a name and the messages after the
+// window size. Each is drawn at the sizes listed.
+var screens = []struct {
+	name  string
+	sizes [][2]int
+	src   func() Source
+	opts  []Option
+	msgs  func() []tea.Msg
+}{
+	{name: "overview", sizes: [][2]int{{80, 24}, {120, 40}}, msgs: allStates},
+	{name: "functions", sizes: [][2]int{{80, 24}, {120, 40}}, msgs: func() []tea.Msg {
+		return append(allStates(), press(":"), press("f"), press("n"), press("enter"))
+	}},
+	{name: "functions_sorted", sizes: [][2]int{{80, 24}}, msgs: func() []tea.Msg {
+		// s six times: NAME → VER → MEM → WARM/MAX → IDLE → BUSY → INIT → INV/S
+		msgs := append(allStates(), press("2"))
+		for range 7 {
+			msgs = append(msgs, press("s"))
 		}
-		return out
-	}
-	return &api.ClusterState{
-		Time: fixedNow,
-		// Deliberately not sorted: the console sorts by name.
-		Agents: []api.AgentStatus{
-			{
-				Heartbeat: api.Heartbeat{
-					Name: "node-b", URL: "http://10.0.0.12:7071", CapacityMB: 4096,
-					Stats:     api.NodeStats{CPUPercent: 87.25, MemUsedBytes: 3*gib + 300*mib, MemTotalBytes: 4 * gib, Load1: 3.9},
-					Instances: onAgent("node-b", hello, thumbs),
-				},
-				State: api.AgentSuspect, LastSeen: fixedNow.Add(-7 * time.Second), ReservedMB: 1536,
-			},
-			{
-				Heartbeat: api.Heartbeat{
-					Name: "node-a", URL: "http://10.0.0.11:7071", CapacityMB: 8192,
-					Stats:     api.NodeStats{CPUPercent: 12.5, MemUsedBytes: 2*gib + 512*mib, MemTotalBytes: 16 * gib, Load1: 0.42},
-					Instances: onAgent("node-a", hello, thumbs),
-				},
-				State: api.AgentReady, LastSeen: fixedNow.Add(-time.Second), ReservedMB: 640,
-			},
-		},
-		Functions: []api.FunctionStatus{
-			{
-				Function:  api.Function{FunctionSpec: api.FunctionSpec{Name: "thumbnail", MemoryMB: 1024, Timeout: api.Duration(60 * time.Second)}, Version: 3},
-				Instances: thumbs,
-				Stats:     api.FunctionStats{Invocations: 250_314, Errors: 17, ColdStarts: 40, WarmStarts: 250_000, LastStartKind: api.StartRestore},
-			},
-			{
-				Function:  api.Function{FunctionSpec: api.FunctionSpec{Name: "hello", MemoryMB: 128, Timeout: api.Duration(3 * time.Second)}, Version: 12},
-				Instances: hello,
-				Stats:     api.FunctionStats{Invocations: 4821, ColdStarts: 3, WarmStarts: 4818, LastStartKind: api.StartWarm},
-			},
-			{
-				Function: api.Function{FunctionSpec: api.FunctionSpec{Name: "nightly-report", MemoryMB: 512, Timeout: api.Duration(15 * time.Minute)}, Version: 1},
-			},
-		},
-	}
+		return msgs
+	}},
+	{name: "functions_filtered", sizes: [][2]int{{80, 24}}, msgs: func() []tea.Msg {
+		return append(append(allStates(), press("2"), press("/")), append(typeText("th"), press("enter"))...)
+	}},
+	{name: "pools", sizes: [][2]int{{80, 24}, {120, 40}}, msgs: func() []tea.Msg { return append(allStates(), press("3")) }},
+	{name: "latency", sizes: [][2]int{{80, 24}, {120, 40}}, msgs: func() []tea.Msg { return append(allStates(), press("4")) }},
+	{name: "latency_fn", sizes: [][2]int{{120, 40}}, msgs: func() []tea.Msg {
+		return append(allStates(), press("4"), press("j"), press("w"))
+	}},
+	{name: "billing", sizes: [][2]int{{80, 24}, {120, 40}}, msgs: func() []tea.Msg {
+		return append(allStates(), press("5"), billMsg{period: 1, bill: testBill()})
+	}},
+	{name: "billing_estimate", sizes: [][2]int{{80, 24}}, src: func() Source { return noBill{&fakeSource{}} }, msgs: func() []tea.Msg {
+		return append(allStates(), press("5"))
+	}},
+	{name: "events", sizes: [][2]int{{80, 24}, {120, 40}}, msgs: func() []tea.Msg {
+		return append(allStates(), press("6"), logsMsg{name: "hello", recs: testLogs("hello")})
+	}},
+	{name: "drilldown", sizes: [][2]int{{80, 24}, {120, 40}}, msgs: func() []tea.Msg {
+		return append(allStates(), press("2"), press("enter"), logsMsg{name: "hello", recs: testLogs("hello")})
+	}},
+	{name: "help", sizes: [][2]int{{80, 24}, {120, 40}}, msgs: func() []tea.Msg { return append(allStates(), press("?")) }},
+	{name: "edit_form", sizes: [][2]int{{80, 24}}, msgs: func() []tea.Msg {
+		return append(allStates(), press("2"), press("e"), press("backspace"), press("3"), press("tab"))
+	}},
+	{name: "invoke", sizes: [][2]int{{80, 24}}, msgs: func() []tea.Msg {
+		res, _ := (&fakeSource{}).Invoke(nil, "hello", nil)
+		return append(allStates(), press("2"), invokeMsg{name: "hello", payload: "{}", res: res, took: 3 * time.Millisecond})
+	}},
+	{name: "palette", sizes: [][2]int{{80, 24}}, msgs: func() []tea.Msg { return append(allStates(), press(":"), press("p")) }},
+	{name: "readonly_refusal", sizes: [][2]int{{80, 24}}, opts: []Option{WithReadOnly(true)}, msgs: func() []tea.Msg {
+		return append(allStates(), press("2"), press("+"))
+	}},
+	{name: "reconnecting", sizes: [][2]int{{80, 24}}, msgs: func() []tea.Msg {
+		return append(allStates(), streamClosedMsg{gen: 0, err: errRefused}, streamClosedMsg{gen: 1, err: errRefused})
+	}},
+	{name: "connecting", sizes: [][2]int{{80, 24}}, msgs: func() []tea.Msg { return nil }},
+	{name: "paused", sizes: [][2]int{{80, 24}}, msgs: func() []tea.Msg {
+		return append(allStates(), press("p"), data(steps-1), data(steps-1))
+	}},
+	{name: "tiny", sizes: [][2]int{{40, 12}}, msgs: allStates},
 }
 
-// fakeSource answers State from a function.
-type fakeSource struct {
-	mu    sync.Mutex
-	calls int
-	fn    func(ctx context.Context) (*api.ClusterState, error)
-}
-
-func (f *fakeSource) State(ctx context.Context) (*api.ClusterState, error) {
-	f.mu.Lock()
-	f.calls++
-	f.mu.Unlock()
-	return f.fn(ctx)
-}
-
-func newTestModel(src Source) Model {
-	if src == nil {
-		src = &fakeSource{fn: func(context.Context) (*api.ClusterState, error) { return testState(), nil }}
+func screenModel(t testing.TB, i int, w, h int) Model {
+	s := screens[i]
+	var src Source
+	if s.src != nil {
+		src = s.src()
 	}
-	return New(src, WithColor(false), WithClock(fixedClock), WithInterval(time.Second))
-}
-
-// send drives Update with msgs and returns the model and the last command.
-func send(t *testing.T, m Model, msgs ...tea.Msg) (Model, tea.Cmd) {
-	t.Helper()
-	var cmd tea.Cmd
-	for _, msg := range msgs {
-		var tm tea.Model
-		tm, cmd = m.Update(msg)
-		var ok bool
-		if m, ok = tm.(Model); !ok {
-			t.Fatalf("Update returned %T, want Model", tm)
-		}
-	}
-	return m, cmd
-}
-
-// press returns the key message Bubble Tea sends for the key named s.
-func press(s string) tea.KeyMsg {
-	switch s {
-	case "tab":
-		return tea.KeyMsg{Type: tea.KeyTab}
-	case "shift+tab":
-		return tea.KeyMsg{Type: tea.KeyShiftTab}
-	case "home":
-		return tea.KeyMsg{Type: tea.KeyHome}
-	case "end":
-		return tea.KeyMsg{Type: tea.KeyEnd}
-	case "up":
-		return tea.KeyMsg{Type: tea.KeyUp}
-	case "down":
-		return tea.KeyMsg{Type: tea.KeyDown}
-	case "ctrl+c":
-		return tea.KeyMsg{Type: tea.KeyCtrlC}
-	}
-	return tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(s)}
-}
-
-func size(w, h int) tea.WindowSizeMsg { return tea.WindowSizeMsg{Width: w, Height: h} }
-
-// checkScreen asserts the screen fits w × h.
-func checkScreen(t *testing.T, view string, w, h int) {
-	t.Helper()
-	var lines []string
-	if view != "" {
-		lines = strings.Split(view, "\n")
-	}
-	if len(lines) > h {
-		t.Errorf("%d×%d: %d lines, more than the height", w, h, len(lines))
-	}
-	for i, l := range lines {
-		if lw := ansi.StringWidth(l); lw > w {
-			t.Errorf("%d×%d: line %d is %d wide: %q", w, h, i+1, lw, l)
-		}
-	}
-}
-
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./tui -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("screen differs from %s (go test ./tui -update rewrites it)\n--- got ---\n%s\n--- want ---\n%s", path, got, want)
-	}
+	m, _ := send(t, newTestModel(src, s.opts...), size(w, h))
+	m, _ = send(t, m, s.msgs()...)
+	return m
 }
 
 func TestGoldenScreens(t *testing.T) {
-	refused := errors.New("Get \"http://127.0.0.1:7070/v1/state\": dial tcp 127.0.0.1:7070: connect: connection refused")
-	tests := []struct {
-		name string
-		w, h int
-		msgs []tea.Msg
-	}{
-		{"screen_80x24", 80, 24, []tea.Msg{stateMsg{state: testState()}}},
-		{"screen_120x40", 120, 40, []tea.Msg{stateMsg{state: testState()}}},
-		{"disconnected_80x24", 80, 24, []tea.Msg{stateMsg{state: testState()}, stateMsg{err: refused}}},
-		{"connecting_80x24", 80, 24, nil},
-		{"functions_focus_80x24", 80, 24, []tea.Msg{stateMsg{state: testState()}, press("tab"), press("j"), press("j")}},
-		{"narrow_40x12", 40, 12, []tea.Msg{stateMsg{state: testState()}}},
-		{"help_80x24", 80, 24, []tea.Msg{stateMsg{state: testState()}, press("?")}},
-		{"help_40x12", 40, 12, []tea.Msg{stateMsg{state: testState()}, press("?")}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			m, _ := send(t, newTestModel(nil), append([]tea.Msg{size(tt.w, tt.h)}, tt.msgs...)...)
-			v := m.View()
-			checkScreen(t, v, tt.w, tt.h)
-			golden(t, tt.name, v)
-		})
-	}
-}
-
-func TestDisconnectedKeepsData(t *testing.T) {
-	m, _ := send(t, newTestModel(nil), size(80, 24), stateMsg{state: testState()}, stateMsg{err: errors.New("boom")})
-	v := m.View()
-	for _, want := range []string{"○ disconnected · 12:00:05", "error: boom", "node-a", "thumbnail", "agents 1/2 ready"} {
-		if !strings.Contains(v, want) {
-			t.Errorf("view lacks %q:\n%s", want, v)
-		}
-	}
-	// Reconnecting clears the error.
-	m, _ = send(t, m, stateMsg{state: testState()})
-	if v := m.View(); !strings.Contains(v, "● connected") || strings.Contains(v, "boom") {
-		t.Errorf("not reconnected:\n%s", v)
-	}
-}
-
-func TestCursorFollowsRowAcrossUpdate(t *testing.T) {
-	// Focus functions and move to the last row (thumbnail: hello,
-	// nightly-report, thumbnail).
-	m, _ := send(t, newTestModel(nil), size(80, 24), stateMsg{state: testState()},
-		press("tab"), press("j"), press("down"), press("j"))
-	if got := m.tables[focusFunctions].key; got != "thumbnail" {
-		t.Fatalf("selected %q, want thumbnail", got)
-	}
-	// k moves back up; up moves again; then down again.
-	m, _ = send(t, m, press("k"), press("up"), press("down"), press("down"))
-	if got := m.tables[focusFunctions]; got.key != "thumbnail" || got.cursor != 2 {
-		t.Fatalf("after k/up/down/down: %+v, want thumbnail at 2", got)
-	}
-
-	// New data: two functions sort before thumbnail, so its index changes;
-	// the cursor must stay on thumbnail. The agents table keeps node-a.
-	st := testState()
-	st.Functions = append(st.Functions,
-		api.FunctionStatus{Function: api.Function{FunctionSpec: api.FunctionSpec{Name: "api-gateway", MemoryMB: 256, Timeout: api.Duration(10 * time.Second)}, Version: 2}},
-		api.FunctionStatus{Function: api.Function{FunctionSpec: api.FunctionSpec{Name: "resize", MemoryMB: 256, Timeout: api.Duration(10 * time.Second)}, Version: 5}},
-	)
-	m, _ = send(t, m, stateMsg{state: st})
-	if got := m.tables[focusFunctions]; got.key != "thumbnail" || got.cursor != 4 {
-		t.Fatalf("after update: %+v, want thumbnail at 4", got)
-	}
-	if m.focus != focusFunctions {
-		t.Errorf("focus moved to %d", m.focus)
-	}
-	if got := m.tables[focusAgents].key; got != "node-a" {
-		t.Errorf("agents selection %q, want node-a", got)
-	}
-	v := m.View()
-	checkScreen(t, v, 80, 24)
-	golden(t, "cursor_after_update_80x24", v)
-
-	// The selected row disappears: the cursor keeps its index, clamped.
-	st.Functions = st.Functions[:2] // thumbnail, hello
-	m, _ = send(t, m, stateMsg{state: st})
-	if got := m.tables[focusFunctions]; got.key != "thumbnail" || got.cursor != 1 {
-		t.Fatalf("after removal: %+v, want thumbnail at 1", got)
-	}
-	st.Functions = st.Functions[1:] // hello
-	m, _ = send(t, m, stateMsg{state: st})
-	if got := m.tables[focusFunctions]; got.key != "hello" || got.cursor != 0 {
-		t.Fatalf("after removal: %+v, want hello at 0", got)
-	}
-}
-
-func TestCursorBounds(t *testing.T) {
-	m, _ := send(t, newTestModel(nil), press("j"), press("k")) // no data: no panic
-	m, _ = send(t, m, stateMsg{state: testState()}, press("k"), press("k"))
-	if got := m.tables[focusAgents]; got.cursor != 0 || got.key != "node-a" {
-		t.Errorf("cursor %+v, want node-a at 0", got)
-	}
-	m, _ = send(t, m, press("j"), press("j"), press("j"))
-	if got := m.tables[focusAgents]; got.cursor != 1 || got.key != "node-b" {
-		t.Errorf("cursor %+v, want node-b at 1", got)
-	}
-	m, _ = send(t, m, press("tab"), press("tab"))
-	if m.focus != focusAgents {
-		t.Errorf("two tabs: focus %d, want agents", m.focus)
-	}
-}
-
-func TestQuit(t *testing.T) {
-	for _, k := range []string{"q", "ctrl+c"} {
-		_, cmd := send(t, newTestModel(nil), press(k))
-		if cmd == nil {
-			t.Fatalf("%s: no command", k)
-		}
-		if _, ok := cmd().(tea.QuitMsg); !ok {
-			t.Errorf("%s: command does not return tea.QuitMsg", k)
+	for i, s := range screens {
+		for _, sz := range s.sizes {
+			name := s.name + "_" + itoa(sz[0]) + "x" + itoa(sz[1])
+			t.Run(name, func(t *testing.T) {
+				v := screenModel(t, i, sz[0], sz[1]).View()
+				checkScreen(t, v, sz[0], sz[1])
+				if got := strings.Count(v, "\n") + 1; got != sz[1] {
+					t.Errorf("%d lines, want the full height %d", got, sz[1])
+				}
+				golden(t, name, v)
+			})
 		}
 	}
 }
 
-func TestFetchCommand(t *testing.T) {
-	var sawDeadline bool
-	src := &fakeSource{fn: func(ctx context.Context) (*api.ClusterState, error) {
-		_, sawDeadline = ctx.Deadline()
-		return testState(), nil
-	}}
-	m := newTestModel(src)
-	msg := m.Init()()
-	sm, ok := msg.(stateMsg)
-	if !ok || sm.err != nil || sm.state == nil {
-		t.Fatalf("Init command returned %#v", msg)
-	}
-	if !sawDeadline {
-		t.Error("State called without a deadline")
-	}
+func itoa(n int) string { return strings.TrimSpace(strings.Repeat(" ", 0) + fmtInt(n)) }
 
-	// A result schedules the next tick; only the newest tick polls.
-	m, cmd := send(t, m, sm)
-	if cmd == nil {
-		t.Fatal("no tick scheduled after a result")
+func fmtInt(n int) string {
+	if n == 0 {
+		return "0"
 	}
-	if _, cmd := send(t, m, tickMsg{id: m.tickID - 1}); cmd != nil {
-		t.Error("stale tick started a poll")
+	s := ""
+	for n > 0 {
+		s = string(rune('0'+n%10)) + s
+		n /= 10
 	}
-	m2, cmd := send(t, m, tickMsg{id: m.tickID})
-	if cmd == nil {
-		t.Fatal("current tick did not poll")
-	}
-	if m2.fetchSeq != 1 {
-		t.Errorf("fetchSeq %d, want 1", m2.fetchSeq)
-	}
-
-	// r refreshes now.
-	_, cmd = send(t, m, press("r"))
-	if cmd == nil {
-		t.Fatal("r did not poll")
-	}
-	if sm := cmd().(stateMsg); sm.seq != 1 || sm.state == nil {
-		t.Errorf("refresh returned %+v", sm)
-	}
-	if src.calls != 2 {
-		t.Errorf("State called %d times, want 2", src.calls)
-	}
+	return s
 }
 
-func TestFetchErrorsAndOrdering(t *testing.T) {
-	src := &fakeSource{fn: func(context.Context) (*api.ClusterState, error) { return nil, nil }}
-	if sm := newTestModel(src).Init()().(stateMsg); !errors.Is(sm.err, errNoState) {
-		t.Errorf("nil state: err %v, want errNoState", sm.err)
-	}
-	src.fn = func(ctx context.Context) (*api.ClusterState, error) { return nil, errors.New("refused") }
-	if sm := newTestModel(src).Init()().(stateMsg); sm.err == nil {
-		t.Error("error not delivered")
-	}
-
-	// A late answer from an older fetch does not replace newer data.
-	m, _ := send(t, newTestModel(nil), stateMsg{state: testState(), seq: 2})
-	old := testState()
-	old.Agents = nil
-	m, cmd := send(t, m, stateMsg{state: old, seq: 1})
-	if cmd != nil || len(m.agents) != 2 {
-		t.Errorf("stale result applied: %d agents", len(m.agents))
-	}
-}
-
-// TestNeverOverflows renders sizes from 0×0 to 130×45 (every width and
-// every height, against a spread of the other), with and without
-// colour, with the short and the full help, with few and many rows, and checks nothing panics or overflows.
+// TestNeverOverflows draws every screen at sizes from 0×0 up, with and
+// without colour, and checks nothing panics or overflows.
 func TestNeverOverflows(t *testing.T) {
 	prev := lipgloss.ColorProfile()
 	lipgloss.SetColorProfile(termenv.ANSI256) // so colour really emits escapes
@@ -386,279 +132,478 @@ func TestNeverOverflows(t *testing.T) {
 			State:     api.AgentGone,
 		})
 		big.Functions = append(big.Functions, api.FunctionStatus{
-			Function: api.Function{FunctionSpec: api.FunctionSpec{Name: strings.Repeat("f", i+1)}},
-			Stats:    api.FunctionStats{Invocations: 1 << 40, Errors: 1 << 35},
+			Function: api.Function{FunctionSpec: api.FunctionSpec{Name: strings.Repeat("f", i+1), MemoryMB: 10240}},
+			Stats:    api.FunctionStats{Invocations: 1 << 40, Errors: 1 << 35, GBSeconds: 1e12},
+			Latency:  map[api.StartKind]*api.Histogram{api.StartCold: observe(3, 1, 600_000)},
 		})
 	}
-	for _, st := range []*api.ClusterState{testState(), big} {
-		for _, mode := range []struct{ color, fullHelp bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
-			m := New(&fakeSource{}, WithColor(mode.color), WithClock(fixedClock))
-			m, _ = send(t, m, stateMsg{state: st}, stateMsg{err: errors.New(strings.Repeat("long error ", 20))}, press("tab"))
+	widths := []int{0, 1, 2, 7, 15, 30, 40, 59, 60, 79, 80, 81, 100, 120, 131}
+	heights := []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 16, 24, 40, 45}
+	for i := range screens {
+		for _, color := range []bool{false, true} {
+			m := screenModel(t, i, 80, 24)
+			m.color = color
+			m, _ = send(t, m, streamDataMsg{msg: api.StreamMessage{State: big}}, renderMsg{})
 			for range 40 {
 				m, _ = send(t, m, press("j"))
 			}
-			if mode.fullHelp {
-				m, _ = send(t, m, press("?"))
-			}
-			check := func(w, h int) {
-				m, _ = send(t, m, size(w, h))
-				checkScreen(t, m.View(), w, h)
-			}
-			for w := 0; w <= 130; w++ {
-				for _, h := range []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 24, 45} {
-					check(w, h)
-				}
-			}
-			for h := 0; h <= 45; h++ {
-				for _, w := range []int{1, 2, 7, 15, 30, 40, 60, 79, 80, 81, 120} {
-					check(w, h)
+			for _, w := range widths {
+				for _, h := range heights {
+					m, _ = send(t, m, size(w, h))
+					checkScreen(t, m.View(), w, h)
 				}
 			}
 		}
 	}
 }
 
-func TestCursorVisibleWhenScrolled(t *testing.T) {
-	st := testState()
-	for i := range 20 {
-		st.Functions = append(st.Functions, api.FunctionStatus{Function: api.Function{FunctionSpec: api.FunctionSpec{Name: "zz-fn-" + string(rune('a'+i))}}})
-	}
-	m, _ := send(t, newTestModel(nil), size(80, 24), stateMsg{state: st}, press("tab"))
-	for range 22 {
-		m, _ = send(t, m, press("j"))
-	}
-	v := m.View()
-	checkScreen(t, v, 80, 24)
-	if !strings.Contains(v, "> zz-fn-t") {
-		t.Errorf("selected last row not visible:\n%s", v)
-	}
-	if !strings.Contains(v, "of 23)") {
-		t.Errorf("no scroll position in title:\n%s", v)
-	}
-}
-
-func TestRunQuitsAndStopsWithContext(t *testing.T) {
-	src := &fakeSource{fn: func(context.Context) (*api.ClusterState, error) { return testState(), nil }}
-
-	// q on the input quits.
-	err := run(context.Background(), src, []Option{WithColor(false)},
-		tea.WithInput(strings.NewReader("q")), tea.WithOutput(io.Discard))
-	if err != nil {
-		t.Fatalf("run with q: %v", err)
-	}
-
-	// Cancelling the context ends the program too.
-	pr, pw := io.Pipe()
-	defer pw.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, src, []Option{WithColor(false), WithInterval(10 * time.Millisecond)},
-			tea.WithInput(pr), tea.WithOutput(io.Discard))
-	}()
-	time.Sleep(50 * time.Millisecond)
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run after cancel: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("run did not return after the context ended")
-	}
-}
-
-// TestColorMatchesPlain forces an ANSI colour profile and checks that the
-// coloured screen has escapes, fits, and reads the same as the plain one.
-func TestColorMatchesPlain(t *testing.T) {
+// TestColourMatchesPlain: with escapes stripped, the coloured screen is
+// the plain one.
+func TestColourMatchesPlain(t *testing.T) {
 	prev := lipgloss.ColorProfile()
 	lipgloss.SetColorProfile(termenv.ANSI256)
 	t.Cleanup(func() { lipgloss.SetColorProfile(prev) })
-
-	tests := []struct {
-		sz       tea.WindowSizeMsg
-		fullHelp bool
-	}{
-		{size(80, 24), false}, {size(120, 40), false}, {size(40, 12), false},
-		{size(80, 24), true}, {size(40, 12), true},
-	}
-	for _, tt := range tests {
-		sz := tt.sz
-		msgs := []tea.Msg{sz, stateMsg{state: testState()}, press("tab"), press("j"), stateMsg{err: errors.New("refused")}}
-		if tt.fullHelp {
-			msgs = append(msgs, press("?"))
+	for i, s := range screens {
+		if s.name == "palette" || s.name == "edit_form" {
+			continue // the cursor is drawn differently
 		}
-		plain, _ := send(t, newTestModel(nil), msgs...)
-		colored, _ := send(t, New(&fakeSource{}, WithColor(true), WithClock(fixedClock)), msgs...)
+		plain := screenModel(t, i, 100, 30)
+		colored := plain
+		colored.color = true
+		colored.touch()
 		cv := colored.View()
 		if !strings.Contains(cv, "\x1b[") {
-			t.Fatalf("%dx%d: no escapes in the coloured view", sz.Width, sz.Height)
+			t.Fatalf("%s: no escapes in the coloured view", s.name)
 		}
-		checkScreen(t, cv, sz.Width, sz.Height)
 		var stripped []string
 		for _, l := range strings.Split(ansi.Strip(cv), "\n") {
 			stripped = append(stripped, strings.TrimRight(l, " "))
 		}
+		plain.touch()
 		if got, want := strings.Join(stripped, "\n"), plain.View(); got != want {
-			t.Errorf("%dx%d: coloured text differs from plain\n--- coloured ---\n%s\n--- plain ---\n%s", sz.Width, sz.Height, got, want)
+			t.Errorf("%s: coloured text differs from plain\n--- coloured ---\n%s\n--- plain ---\n%s", s.name, got, want)
 		}
 	}
 }
 
-func TestKeyMap(t *testing.T) {
-	km := defaultKeyMap()
-	bindings := map[string]key.Binding{
-		"quit": km.Quit, "next table": km.NextTable, "up": km.Up, "down": km.Down,
-		"top": km.Top, "bottom": km.Bottom, "refresh": km.Refresh, "help": km.Help,
+func TestPlusSetsMinWarmAndShowsConfirmed(t *testing.T) {
+	src := &fakeSource{}
+	m, _ := send(t, newTestModel(src), size(120, 40))
+	m, _ = send(t, m, allStates()...)
+	m, _ = send(t, m, press("2")) // functions; cursor on hello (min_warm 2)
+	if got := m.actionFn(); got != "hello" {
+		t.Fatalf("selected %q", got)
 	}
-	want := map[string][]string{
-		"quit":       {"q", "ctrl+c"},
-		"next table": {"tab", "shift+tab"},
-		"up":         {"k", "up"},
-		"down":       {"j", "down"},
-		"top":        {"g", "home"},
-		"bottom":     {"G", "end"},
-		"refresh":    {"r"},
-		"help":       {"?"},
+	m, cmd := send(t, m, press("+"))
+	if cmd == nil {
+		t.Fatal("+ sent nothing")
 	}
-	for name, keys := range want {
-		for _, k := range keys {
-			for other, b := range bindings {
-				if got := key.Matches(press(k), b); got != (other == name) {
-					t.Errorf("key %q matches %s: %v", k, other, got)
-				}
-			}
-		}
+	if !strings.Contains(m.View(), "hello: min_warm 2 → 3 …") {
+		t.Errorf("no pending note:\n%s", m.View())
 	}
-	for name, b := range bindings {
-		if h := b.Help(); h.Key == "" || h.Desc == "" {
-			t.Errorf("%s has no help: %+v", name, h)
-		}
+	m = execCmd(t, m, cmd)
+	if len(src.setPools) != 1 || src.setNames[0] != "hello" || src.setPools[0].MinWarm == nil || *src.setPools[0].MinWarm != 3 {
+		t.Fatalf("SetPool calls %v %+v, want hello min_warm 3", src.setNames, src.setPools)
 	}
-	// Every binding is in the full help; the short help is a subset.
-	in := map[string]bool{}
-	for _, col := range km.FullHelp() {
-		for _, b := range col {
-			in[b.Help().Desc] = true
-		}
+	if src.setPools[0].MaxInstances != nil || src.setPools[0].KeepAlive != nil {
+		t.Errorf("+ changed more than min_warm: %+v", src.setPools[0])
 	}
-	for name, b := range bindings {
-		if !in[b.Help().Desc] {
-			t.Errorf("%s missing from the full help", name)
-		}
+	v := m.View()
+	if !strings.Contains(v, "✓ hello: min_warm 3") || !strings.Contains(v, "confirmed by the scheduler") {
+		t.Errorf("confirmation not shown:\n%s", v)
 	}
-	for _, layout := range km.fullHelpLayouts() {
-		n := 0
-		for _, col := range layout {
-			n += len(col)
-		}
-		if n != len(bindings) {
-			t.Errorf("full help layout %v has %d bindings, want %d", layout, n, len(bindings))
-		}
+	if !strings.Contains(v, "3/10") {
+		t.Errorf("WARM/MAX does not show the confirmed 3/10:\n%s", v)
+	}
+	// A state taken before the change does not flip the value back.
+	m, _ = send(t, m, data(steps-1), renderMsg{})
+	if v := m.View(); !strings.Contains(v, "3/10") {
+		t.Errorf("older state replaced the confirmed value:\n%s", v)
+	}
+	// - twice: 3 → 2 then, before the answer, 2 → 1.
+	m, c1 := send(t, m, press("-"))
+	m, c2 := send(t, m, press("-"))
+	for _, c := range []tea.Cmd{c1, c2} {
+		c()
+	}
+	if got := *src.setPools[1].MinWarm*10 + *src.setPools[2].MinWarm; got != 21 {
+		t.Errorf("two - sent %d then %d, want 2 then 1", *src.setPools[1].MinWarm, *src.setPools[2].MinWarm)
 	}
 }
 
-func TestTopBottom(t *testing.T) {
-	m, _ := send(t, newTestModel(nil), press("g"), press("G"), press("home"), press("end")) // no data: no panic
-	m, _ = send(t, m, stateMsg{state: testState()})
-	m, _ = send(t, m, press("G"))
-	if got := m.tables[focusAgents]; got.cursor != 1 || got.key != "node-b" {
-		t.Errorf("G: %+v, want node-b at 1", got)
+func TestSetPoolRefused(t *testing.T) {
+	src := &fakeSource{setErr: &api.StatusError{Status: 400, Code: "invalid", Message: "min_warm 101: want 0–100"}}
+	m, _ := send(t, newTestModel(src), size(120, 40))
+	m, _ = send(t, m, allStates()...)
+	m, cmd := send(t, m, press("2"), press("+"))
+	m = execCmd(t, m, cmd)
+	v := m.View()
+	if !strings.Contains(v, "✗ hello: pool not changed") || !strings.Contains(v, "min_warm 101") {
+		t.Errorf("refusal not shown:\n%s", v)
 	}
-	m, _ = send(t, m, press("g"))
-	if got := m.tables[focusAgents]; got.cursor != 0 || got.key != "node-a" {
-		t.Errorf("g: %+v, want node-a at 0", got)
-	}
-	// Only the focused table moves.
-	m, _ = send(t, m, press("shift+tab"), press("end"))
-	if got := m.tables[focusFunctions]; got.cursor != 2 || got.key != "thumbnail" {
-		t.Errorf("end: %+v, want thumbnail at 2", got)
-	}
-	if got := m.tables[focusAgents]; got.cursor != 0 {
-		t.Errorf("agents cursor moved to %d", got.cursor)
-	}
-	m, _ = send(t, m, press("home"))
-	if got := m.tables[focusFunctions]; got.cursor != 0 || got.key != "hello" {
-		t.Errorf("home: %+v, want hello at 0", got)
-	}
-
-	// G on a long, scrolled table shows the last row.
-	st := testState()
-	for i := range 20 {
-		st.Functions = append(st.Functions, api.FunctionStatus{Function: api.Function{FunctionSpec: api.FunctionSpec{Name: "zz-fn-" + string(rune('a'+i))}}})
-	}
-	m, _ = send(t, newTestModel(nil), size(80, 24), stateMsg{state: st}, press("tab"), press("G"))
-	if v := m.View(); !strings.Contains(v, "> zz-fn-t") || !strings.Contains(v, "of 23)") {
-		t.Errorf("G: last row not shown:\n%s", v)
-	}
-	m, _ = send(t, m, press("g"))
-	if v := m.View(); !strings.Contains(v, "> api-gateway") && !strings.Contains(v, "> hello") {
-		t.Errorf("g: first row not shown:\n%s", v)
+	if !strings.Contains(v, "2/10") {
+		t.Errorf("value changed though refused:\n%s", v)
 	}
 }
 
-func TestHelpToggle(t *testing.T) {
-	m, _ := send(t, newTestModel(nil), size(80, 24), stateMsg{state: testState()})
-	short := m.View()
-	lines := strings.Split(short, "\n")
-	if got := lines[len(lines)-1]; got != "q quit · ? help · tab next table · ↑/k up · ↓/j down · r refresh" {
-		t.Errorf("short help %q", got)
-	}
-	m, cmd := send(t, m, press("?"))
-	if cmd != nil || !m.help.ShowAll {
-		t.Fatalf("? did not open the full help (cmd %v)", cmd)
-	}
-	full := m.View()
-	checkScreen(t, full, 80, 24)
-	for _, want := range []string{"─ KEYS ─", "g/home", "G/end", "bottom", "tab next table", "refresh", "? close help", "q quit"} {
-		if !strings.Contains(full, want) {
-			t.Errorf("full help lacks %q:\n%s", want, full)
+func TestReadOnlyRefusesEveryChange(t *testing.T) {
+	src := &fakeSource{}
+	m, _ := send(t, newTestModel(src, WithReadOnly(true)), size(100, 30))
+	m, _ = send(t, m, allStates()...)
+	m, _ = send(t, m, press("2"))
+	for _, k := range []string{"+", "-", "=", "e", "i"} {
+		var cmd tea.Cmd
+		m, cmd = send(t, m, press(k))
+		if cmd != nil {
+			t.Errorf("%s returned a command in read-only mode", k)
+		}
+		if v := m.View(); !strings.Contains(v, "read-only: hello") || m.form != nil || m.prompt.kind != promptNone {
+			t.Errorf("%s: no read-only message or something opened:\n%s", k, v)
 		}
 	}
-	// Keys still work with the help open, and ? closes it.
+	if len(src.setPools)+len(src.invokes) != 0 {
+		t.Errorf("read-only console called the source: %v %v", src.setPools, src.invokes)
+	}
+}
+
+func TestEditForm(t *testing.T) {
+	src := &fakeSource{}
+	m, _ := send(t, newTestModel(src), size(100, 30))
+	m, _ = send(t, m, allStates()...)
+	m, _ = send(t, m, press("2"), press("e"))
+	if m.form == nil || m.form.fn != "hello" {
+		t.Fatalf("form not open: %+v", m.form)
+	}
+	// min warm: 2 → 4; max: 10 → x (invalid), then 20; keep-alive 10m0s → 2m.
+	m, _ = send(t, m, press("backspace"), press("4"), press("tab"), press("backspace"), press("backspace"), press("x"))
+	m, cmd := send(t, m, press("enter"))
+	if cmd != nil || m.form == nil || !strings.Contains(m.View(), "✗ max instances") {
+		t.Fatalf("invalid max accepted:\n%s", m.View())
+	}
+	m, _ = send(t, m, press("backspace"), press("2"), press("0"), press("tab"))
+	for range len("10m0s") {
+		m, _ = send(t, m, press("backspace"))
+	}
+	m, _ = send(t, m, typeText("2m")...)
+	m, cmd = send(t, m, press("enter"))
+	if m.form != nil || cmd == nil {
+		t.Fatal("enter did not submit")
+	}
+	m = execCmd(t, m, cmd)
+	ch := src.setPools[0]
+	if ch.MinWarm == nil || *ch.MinWarm != 4 || ch.MaxInstances == nil || *ch.MaxInstances != 20 ||
+		ch.KeepAlive == nil || time.Duration(*ch.KeepAlive) != 2*time.Minute || ch.Auto != nil {
+		t.Errorf("SetPool got %+v", ch)
+	}
+	if v := m.View(); !strings.Contains(v, "4/20") || !strings.Contains(v, "keep-alive 2m") {
+		t.Errorf("confirmed pool not shown:\n%s", v)
+	}
+	// esc cancels without a call.
+	m, _ = send(t, m, press("e"), press("esc"))
+	if m.form != nil || len(src.setPools) != 1 {
+		t.Errorf("esc: form %v, calls %d", m.form, len(src.setPools))
+	}
+}
+
+func TestInvoke(t *testing.T) {
+	src := &fakeSource{}
+	m, _ := send(t, newTestModel(src), size(100, 30))
+	m, _ = send(t, m, allStates()...)
+	m, _ = send(t, m, press("2"), press("i"))
+	if m.prompt.kind != promptInvoke {
+		t.Fatal("i did not open the payload prompt")
+	}
+	m, _ = send(t, m, press("backspace"), press("backspace"))
+	m, _ = send(t, m, typeText(`{"name":"amber"}`)...)
+	m, cmd := send(t, m, press("enter"))
+	m = execCmd(t, m, cmd)
+	if len(src.invokes) != 1 || src.invokes[0] != `hello {"name":"amber"}` {
+		t.Fatalf("Invoke calls %q", src.invokes)
+	}
+	v := m.View()
+	for _, want := range []string{"INVOKE hello", "✓ warm start · 1.21 ms (billed 2 ms) · agent node-a", `{"message":"hello, amber"}`} {
+		if !strings.Contains(v, want) {
+			t.Errorf("lacks %q:\n%s", want, v)
+		}
+	}
+	m, _ = send(t, m, press("esc"))
+	if m.invoke != nil {
+		t.Error("esc did not close the result")
+	}
+	src.invokeEr = errors.New("function hello: not found")
+	m, cmd = send(t, m, press("i"), press("enter"))
+	m = execCmd(t, m, cmd)
+	if v := m.View(); !strings.Contains(v, "✗ function hello: not found") {
+		t.Errorf("error not shown:\n%s", v)
+	}
+}
+
+// TestRendersThrottled: stream data alone never draws a frame; a render
+// tick (at most every 100 ms) does, once, whatever arrived meanwhile.
+func TestRendersThrottled(t *testing.T) {
+	m, _ := send(t, newTestModel(nil), size(80, 24))
+	m.View()
+	base := m.cache.renders
+	var ticks int
+	for i := range 50 {
+		var cmd tea.Cmd
+		m, cmd = send(t, m, data(i%steps))
+		if cmd != nil && m.renderPending {
+			ticks++
+		}
+		m.View() // Bubble Tea calls View after every Update
+	}
+	if got := m.cache.renders - base; got != 0 {
+		t.Errorf("%d frames drawn for 50 data messages before a render tick", got)
+	}
+	if !m.renderPending {
+		t.Error("no render tick pending")
+	}
+	m, _ = send(t, m, renderMsg{})
+	m.View()
+	m.View()
+	if got := m.cache.renders - base; got != 1 {
+		t.Errorf("%d frames after the tick, want 1", got)
+	}
+	// A key draws at once.
 	m, _ = send(t, m, press("j"))
-	if m.tables[focusAgents].key != "node-b" {
-		t.Errorf("j with help open: %+v", m.tables[focusAgents])
-	}
-	m, _ = send(t, m, press("?"))
-	if m.help.ShowAll {
-		t.Fatal("second ? did not close the full help")
-	}
-	m, _ = send(t, m, press("k"))
-	if got := m.View(); got != short {
-		t.Errorf("closing the help did not restore the screen:\n%s\n--- want ---\n%s", got, short)
+	m.View()
+	if got := m.cache.renders - base; got != 2 {
+		t.Errorf("%d frames after a key, want 2", got)
 	}
 }
 
-// TestHelpDegrades checks which full help layout each screen gets: three
-// columns, two, one, or the short help when nothing else fits.
-func TestHelpDegrades(t *testing.T) {
-	tests := []struct {
-		w, h int
-		rows int // lines of the footer, title rule included; 1 is the short help
-	}{
-		{80, 24, 5}, // three columns
-		{40, 12, 5}, // two columns
-		{20, 12, 9}, // one column
-		{20, 9, 1},  // one column does not fit: short help
-		{80, 6, 5},  // header, body 0, help
-		{80, 5, 1},
-		{3, 2, 1},
-		{1, 1, 0}, // header only
+func TestStreamReconnects(t *testing.T) {
+	ch := make(chan api.StreamMessage, 4)
+	src := &fakeSource{stream: ch}
+	m, _ := send(t, newTestModel(src), size(80, 24))
+	m = execCmd(t, m, m.openStream())
+	if m.conn.status != connConnected || src.streams != 1 {
+		t.Fatalf("status %d after open, %d streams", m.conn.status, src.streams)
 	}
-	for _, tt := range tests {
-		m, _ := send(t, newTestModel(nil), size(tt.w, tt.h), stateMsg{state: testState()}, press("?"))
-		v := m.View()
-		checkScreen(t, v, tt.w, tt.h)
-		got := 0
-		if tt.h >= 2 {
-			got = len(m.footer(newStyles(false), tt.w, tt.h-1))
+	// A message arrives through the receive chain.
+	ch <- api.StreamMessage{State: testState(), Events: testEvents()}
+	m, cmd := send(t, m, streamOpenMsg{gen: m.conn.gen, ch: ch})
+	m = execCmd(t, m, cmd)
+	if m.state == nil || len(m.events) != 6 || m.lastSeq != 6 {
+		t.Fatalf("state %v, %d events, seq %d", m.state != nil, len(m.events), m.lastSeq)
+	}
+	// The scheduler restarts: the channel closes.
+	close(ch)
+	m, cmd = send(t, m, streamOpenMsg{gen: m.conn.gen, ch: ch})
+	m = execCmd(t, m, cmd)
+	if m.conn.status != connReconnecting || m.conn.attempt != 1 {
+		t.Fatalf("after close: status %d attempt %d", m.conn.status, m.conn.attempt)
+	}
+	m, _ = send(t, m, renderMsg{})
+	v := m.View()
+	if !strings.Contains(v, "○ reconnecting") || !strings.Contains(v, "last update 12:00:05") || !strings.Contains(v, "thumbnail") {
+		t.Errorf("reconnecting screen lacks status or data:\n%s", v)
+	}
+	// Retry fails, backoff grows; then the scheduler is back.
+	src.streamEr = errRefused
+	m, cmd = send(t, m, reconnectMsg{gen: m.conn.gen})
+	m = execCmd(t, m, cmd)
+	if m.conn.attempt != 2 || m.conn.retryAt.Sub(fixedNow) != backoff(2) {
+		t.Errorf("attempt %d retry in %v", m.conn.attempt, m.conn.retryAt.Sub(fixedNow))
+	}
+	if _, cmd := send(t, m, reconnectMsg{gen: m.conn.gen - 1}); cmd != nil {
+		t.Error("a stale reconnect tick opened a stream")
+	}
+	ch2 := make(chan api.StreamMessage, 1)
+	src.streamEr, src.stream = nil, ch2
+	m, cmd = send(t, m, reconnectMsg{gen: m.conn.gen})
+	m = execCmd(t, m, cmd)
+	ch2 <- api.StreamMessage{State: testState()}
+	m, cmd = send(t, m, streamOpenMsg{gen: m.conn.gen, ch: ch2})
+	m = execCmd(t, m, cmd)
+	if m.conn.status != connConnected || m.conn.attempt != 0 || src.streams != 3 {
+		t.Errorf("not reconnected: status %d attempt %d streams %d", m.conn.status, m.conn.attempt, src.streams)
+	}
+	// Messages of an abandoned connection are ignored.
+	old := testState()
+	old.Agents = nil
+	if m2, _ := send(t, m, streamDataMsg{gen: m.conn.gen - 1, msg: api.StreamMessage{State: old}}); len(m2.state.Agents) != 2 {
+		t.Error("stale connection's data applied")
+	}
+}
+
+func TestWatchdogDropsSilentStream(t *testing.T) {
+	now := fixedNow
+	m, _ := send(t, New(&fakeSource{}, WithColor(false), WithClock(func() time.Time { return now })), size(80, 24))
+	m, _ = send(t, m, streamOpenMsg{gen: 0}, data(steps-1))
+	now = now.Add(3 * time.Second)
+	m, _ = send(t, m, clockMsg{})
+	if m.conn.status != connConnected {
+		t.Fatal("dropped after 3s")
+	}
+	now = now.Add(3 * time.Second)
+	m, _ = send(t, m, clockMsg{})
+	if m.conn.status != connReconnecting || !errors.Is(m.conn.err, errStale) {
+		t.Errorf("silent stream kept: status %d err %v", m.conn.status, m.conn.err)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	want := []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 8 * time.Second}
+	for i, w := range want {
+		if got := backoff(i + 1); got != w {
+			t.Errorf("backoff(%d) = %v, want %v", i+1, got, w)
 		}
-		if got != tt.rows {
-			t.Errorf("%d×%d: footer of %d lines, want %d:\n%s", tt.w, tt.h, got, tt.rows, v)
+	}
+}
+
+func TestPauseHoldsUpdates(t *testing.T) {
+	m, _ := send(t, newTestModel(nil), size(100, 30))
+	m, _ = send(t, m, data(0), renderMsg{})
+	m, _ = send(t, m, press("p"))
+	changed := testStateAt(0)
+	changed.Functions = changed.Functions[:1]
+	m, _ = send(t, m, streamDataMsg{msg: api.StreamMessage{State: changed}}, renderMsg{})
+	if len(m.state.Functions) != 3 || m.heldN != 1 {
+		t.Fatalf("paused console applied the update (%d functions, %d held)", len(m.state.Functions), m.heldN)
+	}
+	if v := m.View(); !strings.Contains(v, "‖ paused (1 held)") {
+		t.Errorf("no paused mark:\n%s", v)
+	}
+	m, _ = send(t, m, press("p"))
+	if len(m.state.Functions) != 1 || m.held != nil {
+		t.Errorf("resume did not apply the held state")
+	}
+}
+
+func TestPaletteAndNavigation(t *testing.T) {
+	m, _ := send(t, newTestModel(nil), size(100, 30))
+	m, _ = send(t, m, allStates()...)
+	m, _ = send(t, m, press(":"), press("p"), press("o"), press("tab"))
+	if got := m.prompt.in.Value(); got != "pools" {
+		t.Errorf("tab completed to %q", got)
+	}
+	m, _ = send(t, m, press("enter"))
+	if m.view != viewPools {
+		t.Fatalf("view %d, want pools", m.view)
+	}
+	for _, c := range []struct {
+		cmd  string
+		want viewID
+	}{{"fn", viewFunctions}, {"agents", viewOverview}, {"lat", viewLatency}, {"bill", viewBill}, {"events", viewEvents}, {"functions", viewFunctions}} {
+		m, _ = send(t, m, append(append([]tea.Msg{press(":")}, typeText(c.cmd)...), press("enter"))...)
+		if m.view != c.want {
+			t.Errorf(":%s: view %d, want %d", c.cmd, m.view, c.want)
 		}
-		if lines := strings.Split(v, "\n"); tt.h > 1 && len(lines) != tt.h {
-			t.Errorf("%d×%d: %d lines, want the full height", tt.w, tt.h, len(lines))
+	}
+	// esc goes back through the views visited.
+	m, _ = send(t, m, press("esc"))
+	if m.view != viewEvents {
+		t.Errorf("esc: view %d, want events", m.view)
+	}
+	m, _ = send(t, m, append(append([]tea.Msg{press(":")}, typeText("nope")...), press("enter"))...)
+	if !strings.Contains(m.View(), "unknown command :nope") {
+		t.Errorf("unknown command not reported:\n%s", m.View())
+	}
+	// enter drills into the function, esc comes back.
+	m, _ = send(t, m, press("2"), press("j"), press("enter"))
+	if m.view != viewDetail || m.detailFn != "nightly-report" {
+		t.Errorf("enter: view %d fn %q", m.view, m.detailFn)
+	}
+	m, _ = send(t, m, press("esc"))
+	if m.view != viewFunctions {
+		t.Errorf("esc from drill-down: view %d", m.view)
+	}
+	// ? opens and closes the help; q quits.
+	m, _ = send(t, m, press("?"))
+	if !m.showHelp {
+		t.Error("? did not open the help")
+	}
+	m, _ = send(t, m, press("esc"))
+	if m.showHelp {
+		t.Error("esc did not close the help")
+	}
+	for _, k := range []string{"q", "ctrl+c"} {
+		_, cmd := send(t, m, press(k))
+		if cmd == nil {
+			t.Fatalf("%s: no command", k)
 		}
+		if _, ok := cmd().(tea.QuitMsg); !ok {
+			t.Errorf("%s does not quit", k)
+		}
+	}
+}
+
+func TestSortAndFilterKeys(t *testing.T) {
+	m, _ := send(t, newTestModel(nil), size(120, 40))
+	m, _ = send(t, m, allStates()...)
+	m, _ = send(t, m, press("2"))
+	keys := func() string {
+		var ks []string
+		for _, r := range m.visible(tblFunctions) {
+			ks = append(ks, r.key)
+		}
+		return strings.Join(ks, ",")
+	}
+	if got := keys(); got != "hello,nightly-report,thumbnail" {
+		t.Errorf("default order %s", got)
+	}
+	m, _ = send(t, m, press("S"))
+	if got := keys(); got != "thumbnail,nightly-report,hello" {
+		t.Errorf("S: %s", got)
+	}
+	for range fnColRate {
+		m, _ = send(t, m, press("s"))
+	}
+	if ts := m.tables[tblFunctions]; ts.sortCol != fnColRate || !ts.desc {
+		t.Fatalf("sort %+v", ts)
+	}
+	if got := keys(); got != "thumbnail,hello,nightly-report" {
+		t.Errorf("by rate: %s", got)
+	}
+	m, _ = send(t, m, append([]tea.Msg{press("/")}, typeText("HEL")...)...)
+	if got := keys(); got != "hello" {
+		t.Errorf("filter: %s", got)
+	}
+	m, _ = send(t, m, press("enter"))
+	if m.tables[tblFunctions].filter != "HEL" || m.prompt.kind != promptNone {
+		t.Error("enter did not keep the filter")
+	}
+	m, _ = send(t, m, press("esc"))
+	if got := keys(); got != "thumbnail,hello,nightly-report" {
+		t.Errorf("esc did not clear the filter: %s", got)
+	}
+	// The cursor follows its row across re-sorting and new data.
+	m, _ = send(t, m, press("G"))
+	if m.actionFn() != "nightly-report" {
+		t.Fatalf("G: %q", m.actionFn())
+	}
+	m, _ = send(t, m, press("S"), data(steps-1))
+	if m.actionFn() != "nightly-report" || m.tables[tblFunctions].cursor != 0 {
+		t.Errorf("cursor did not follow: %q at %d", m.actionFn(), m.tables[tblFunctions].cursor)
+	}
+}
+
+func TestLogsAndBillFetched(t *testing.T) {
+	src := &fakeSource{}
+	m, _ := send(t, newTestModel(src), size(100, 30))
+	m, _ = send(t, m, allStates()...)
+	m, cmd := send(t, m, press("2"), press("j"), press("l")) // logs of nightly-report
+	if m.view != viewEvents || m.selFn != "nightly-report" {
+		t.Fatalf("l: view %d fn %q", m.view, m.selFn)
+	}
+	m = execCmd(t, m, cmd)
+	if src.logs == 0 || m.logsFn != "nightly-report" || len(m.rows[tblLogs]) != 4 {
+		t.Errorf("logs not fetched: %d calls, fn %q, %d rows", src.logs, m.logsFn, len(m.rows[tblLogs]))
+	}
+	m, cmd = send(t, m, press("5"))
+	m = execCmd(t, m, cmd)
+	if src.bills != 1 || m.bill == nil {
+		t.Fatalf("bill not fetched (%d calls)", src.bills)
+	}
+	if v := m.View(); !strings.Contains(v, "ledger") || strings.Contains(v, "estimate since") {
+		t.Errorf("bill view not from the ledger:\n%s", v)
+	}
+	src.billErr = errors.New("no endpoint GET /v1/bill")
+	m, cmd = send(t, m, press("w"))
+	m = execCmd(t, m, cmd)
+	if v := m.View(); !strings.Contains(v, "estimate since the scheduler started (bill: no endpoint") {
+		t.Errorf("bill error not shown as an estimate:\n%s", v)
 	}
 }

@@ -4,14 +4,15 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/amberfn/amber/api"
 )
 
-// This file is the data layer: pure functions that turn an
-// api.ClusterState into the text cells the view draws. Nothing here knows
-// about Bubble Tea, terminals or colour.
+// This file is the data layer: pure functions that turn api types (and
+// the console's history) into the text cells the view draws, and sort and
+// filter them. Nothing here knows about Bubble Tea, terminals or colour.
 
 // tone is the severity of a cell; the view maps it to a colour.
 type tone int
@@ -25,15 +26,35 @@ const (
 )
 
 // row is one table row: a stable key (the agent or function name) that the
-// cursor follows across updates, the cells in column order, and a tone per
-// cell (nil means no colouring).
+// cursor follows across updates, the cells in column order, a tone per cell
+// (nil means no colouring) and, per column, the number it sorts by (NaN
+// for text columns).
 type row struct {
 	key   string
 	cells []string
 	tones []tone
+	num   []float64
 }
 
-// Column indexes of the agents table.
+func newRow(key string, n int) row {
+	r := row{key: key, cells: make([]string, n), tones: make([]tone, n), num: make([]float64, n)}
+	for i := range r.num {
+		r.num[i] = math.NaN()
+	}
+	return r
+}
+
+// column describes one table column.
+type column struct {
+	title string
+	right bool // right-align (numbers)
+	flex  bool // shrinks before any column is dropped (the NAME column)
+	min   int  // smallest width of a flex column before columns are dropped
+	max   int  // cap on the natural width; 0 for none
+	drop  int  // drop order on narrow screens: highest first; 0 never
+}
+
+// Column indexes of the agents table (overview).
 const (
 	agentColName = iota
 	agentColState
@@ -45,92 +66,612 @@ const (
 	agentCols
 )
 
+var agentColumns = []column{
+	agentColName:     {title: "NAME", flex: true, min: 8, max: 24},
+	agentColState:    {title: "STATE", drop: 2},
+	agentColCPU:      {title: "CPU", right: true, drop: 3},
+	agentColMem:      {title: "MEM", right: true, drop: 4},
+	agentColLoad:     {title: "LOAD", right: true, drop: 6},
+	agentColInst:     {title: "INST", right: true, drop: 5},
+	agentColReserved: {title: "RESERVED", right: true, drop: 7},
+}
+
 // Column indexes of the functions table.
 const (
 	fnColName = iota
 	fnColVer
 	fnColMem
-	fnColTimeout
+	fnColWarm
 	fnColIdle
 	fnColBusy
-	fnColInvoc
-	fnColErr
-	fnColLast
+	fnColInit
+	fnColRate
+	fnColP50
+	fnColP99
+	fnColCold
+	fnColGBs
+	fnColCost
 	fnCols
 )
 
-// agentRows builds the agents table, sorted by name.
-func agentRows(st *api.ClusterState) []row {
-	if st == nil {
+var functionColumns = []column{
+	fnColName: {title: "NAME", flex: true, min: 14, max: 28},
+	fnColVer:  {title: "VER", right: true, drop: 10},
+	fnColMem:  {title: "MEM", right: true, drop: 9},
+	fnColWarm: {title: "WARM/MAX", right: true, drop: 6},
+	fnColIdle: {title: "IDLE", right: true, drop: 5},
+	fnColBusy: {title: "BUSY", right: true, drop: 4},
+	fnColInit: {title: "INIT", right: true, drop: 11},
+	fnColRate: {title: "INV/S", right: true},
+	fnColP50:  {title: "P50", right: true, drop: 7},
+	fnColP99:  {title: "P99", right: true, drop: 2},
+	fnColCold: {title: "COLD", right: true, drop: 3},
+	fnColGBs:  {title: "COMPUTE", right: true, drop: 12},
+	fnColCost: {title: "COST", right: true, drop: 8},
+}
+
+// Column indexes of the overview's top functions table.
+const (
+	topColName = iota
+	topColRate
+	topColP99
+	topColCold
+	topColWarm
+	topColCost
+	topCols
+)
+
+var topColumns = []column{
+	topColName: {title: "NAME", flex: true, min: 8, max: 28},
+	topColRate: {title: "INV/S", right: true},
+	topColP99:  {title: "P99", right: true, drop: 1},
+	topColCold: {title: "COLD", right: true, drop: 2},
+	topColWarm: {title: "WARM HITS", right: true, drop: 4},
+	topColCost: {title: "COST", right: true, drop: 3},
+}
+
+// rowCtx is what the row builders read.
+type rowCtx struct {
+	st     *api.ClusterState
+	hist   *history
+	prices api.Prices
+}
+
+// instanceCounts counts a function's instances by what they are doing;
+// init is creating or initialising (a cold start or a restore under way).
+func instanceCounts(ins []api.Instance) (idle, busy, init int) {
+	for _, in := range ins {
+		switch in.State {
+		case api.StateIdle:
+			idle++
+		case api.StateBusy:
+			busy++
+		case api.StateCreating, api.StateInitializing:
+			init++
+		}
+	}
+	return
+}
+
+// coldShare is the share of starts that were cold (restores count as
+// cold: the caller waited), NaN with no starts.
+func coldShare(s api.FunctionStats) float64 {
+	starts := s.ColdStarts + s.WarmStarts
+	if starts <= 0 {
+		return math.NaN()
+	}
+	return 100 * float64(s.ColdStarts) / float64(starts)
+}
+
+// functionRows builds the functions table, in name order.
+func functionRows(c rowCtx) []row {
+	if c.st == nil {
 		return nil
 	}
-	rows := make([]row, 0, len(st.Agents))
-	for _, a := range st.Agents {
-		cells := make([]string, agentCols)
-		tones := make([]tone, agentCols)
-		cells[agentColName] = a.Name
-		cells[agentColState] = string(a.State)
-		if cells[agentColState] == "" {
-			cells[agentColState] = "-"
+	rows := make([]row, 0, len(c.st.Functions))
+	for _, f := range c.st.Functions {
+		r := newRow(f.Name, fnCols)
+		idle, busy, init := instanceCounts(f.Instances)
+		r.cells[fnColName] = f.Name
+		r.cells[fnColVer], r.num[fnColVer] = fmt.Sprint(f.Version), float64(f.Version)
+		r.cells[fnColMem], r.num[fnColMem] = formatMB(f.MemoryMB), float64(f.MemoryMB)
+		r.cells[fnColWarm], r.num[fnColWarm] = formatWarm(f.Pool), float64(f.Pool.EffectiveMinWarm)
+		if f.Pool.Auto {
+			r.tones[fnColWarm] = toneWarn
 		}
-		tones[agentColState] = agentTone(a.State)
-		cells[agentColCPU] = formatPercent(a.Stats.CPUPercent)
-		cells[agentColMem] = formatMem(a.Stats.MemUsedBytes, a.Stats.MemTotalBytes)
-		cells[agentColLoad] = formatLoad(a.Stats.Load1)
-		cells[agentColInst] = fmt.Sprint(liveInstances(a.Instances))
-		cells[agentColReserved] = formatMB(a.ReservedMB)
-		if a.State == api.AgentGone {
-			// The figures of a gone agent are stale: dim the whole row.
-			for i := range tones {
-				if i != agentColState {
-					tones[i] = toneDim
-				}
-			}
+		r.cells[fnColIdle], r.num[fnColIdle] = fmt.Sprint(idle), float64(idle)
+		r.cells[fnColBusy], r.num[fnColBusy] = fmt.Sprint(busy), float64(busy)
+		if busy > 0 {
+			r.tones[fnColBusy] = toneGood
 		}
-		rows = append(rows, row{key: a.Name, cells: cells, tones: tones})
+		r.cells[fnColInit], r.num[fnColInit] = fmt.Sprint(init), float64(init)
+		if init > 0 {
+			r.tones[fnColInit] = toneWarn
+		}
+		rate, _, ok := c.hist.fnRate(f.Name)
+		r.cells[fnColRate], r.num[fnColRate] = formatRate(rate, ok), rate
+		all := mergeKinds(f.Latency)
+		p50, p99 := all.Quantile(0.5), all.Quantile(0.99)
+		r.cells[fnColP50], r.num[fnColP50] = formatMsOr(p50, all.Count), p50
+		r.cells[fnColP99], r.num[fnColP99] = formatMsOr(p99, all.Count), p99
+		cs := coldShare(f.Stats)
+		r.cells[fnColCold], r.num[fnColCold] = formatPercent(cs), cs
+		r.tones[fnColCold] = coldTone(cs)
+		u := usageEstimate(f, c.prices)
+		r.cells[fnColGBs], r.num[fnColGBs] = formatGBs(u.GBSeconds), u.GBSeconds
+		r.cells[fnColCost], r.num[fnColCost] = formatUSD(u.Cost), u.Cost
+		rows = append(rows, r)
 	}
-	sort.SliceStable(rows, func(i, j int) bool { return rows[i].key < rows[j].key })
+	sortRows(rows, 0, false)
 	return rows
 }
 
-// functionRows builds the functions table, sorted by name.
-func functionRows(st *api.ClusterState) []row {
+// topRows builds the overview's functions table: the busiest first.
+func topRows(c rowCtx) []row {
+	if c.st == nil {
+		return nil
+	}
+	rows := make([]row, 0, len(c.st.Functions))
+	for _, f := range c.st.Functions {
+		r := newRow(f.Name, topCols)
+		r.cells[topColName] = f.Name
+		rate, _, ok := c.hist.fnRate(f.Name)
+		r.cells[topColRate], r.num[topColRate] = formatRate(rate, ok), rate
+		all := mergeKinds(f.Latency)
+		p99 := all.Quantile(0.99)
+		r.cells[topColP99], r.num[topColP99] = formatMsOr(p99, all.Count), p99
+		cs := coldShare(f.Stats)
+		r.cells[topColCold], r.num[topColCold] = formatPercent(cs), cs
+		r.tones[topColCold] = coldTone(cs)
+		wh := math.NaN()
+		if s := f.Stats.ColdStarts + f.Stats.WarmStarts; s > 0 {
+			wh = 100 * float64(f.Stats.WarmStarts) / float64(s)
+		}
+		r.cells[topColWarm], r.num[topColWarm] = formatPercent(wh), wh
+		u := usageEstimate(f, c.prices)
+		r.cells[topColCost], r.num[topColCost] = formatUSD(u.Cost), u.Cost
+		rows = append(rows, r)
+	}
+	sortRows(rows, topColRate, true)
+	return rows
+}
+
+// agentRows builds the agents table with CPU and memory sparklines.
+func agentRows(c rowCtx) []row {
+	if c.st == nil {
+		return nil
+	}
+	rows := make([]row, 0, len(c.st.Agents))
+	for _, a := range c.st.Agents {
+		r := newRow(a.Name, agentCols)
+		r.cells[agentColName] = a.Name
+		r.cells[agentColState] = string(a.State)
+		if r.cells[agentColState] == "" {
+			r.cells[agentColState] = "-"
+		}
+		r.tones[agentColState] = agentTone(a.State)
+		var cpuH, memH series
+		if c.hist != nil {
+			cpuH, memH = c.hist.cpu[a.Name], c.hist.mem[a.Name]
+		}
+		r.cells[agentColCPU] = sparkline(cpuH, 0, 100, sparkW) + " " + padLeft(formatPercent(a.Stats.CPUPercent), 6)
+		r.num[agentColCPU] = a.Stats.CPUPercent
+		r.tones[agentColCPU] = loadTone(a.Stats.CPUPercent)
+		r.cells[agentColMem] = sparkline(memH, 0, 100, sparkW) + " " + formatMem(a.Stats.MemUsedBytes, a.Stats.MemTotalBytes)
+		r.num[agentColMem] = float64(a.Stats.MemUsedBytes)
+		if a.Stats.MemTotalBytes > 0 {
+			r.tones[agentColMem] = loadTone(100 * float64(a.Stats.MemUsedBytes) / float64(a.Stats.MemTotalBytes))
+		}
+		r.cells[agentColLoad], r.num[agentColLoad] = formatLoad(a.Stats.Load1), a.Stats.Load1
+		n := liveInstances(a.Instances)
+		r.cells[agentColInst], r.num[agentColInst] = fmt.Sprint(n), float64(n)
+		r.cells[agentColReserved], r.num[agentColReserved] = formatMB(a.ReservedMB)+"/"+formatMB(a.CapacityMB), float64(a.ReservedMB)
+		if a.State == api.AgentGone {
+			for i := range r.tones {
+				if i != agentColState {
+					r.tones[i] = toneDim
+				}
+			}
+		}
+		rows = append(rows, r)
+	}
+	sortRows(rows, 0, false)
+	return rows
+}
+
+// poolColumns are the pools grid's columns: the function, its pool size,
+// then one column per agent (in name order).
+func poolColumns(st *api.ClusterState) []column {
+	cols := []column{
+		{title: "FUNCTION", flex: true, min: 8, max: 28},
+		{title: "WARM/MAX", right: true},
+		{title: "IDLE+BUSY", right: true},
+	}
+	names := agentNames(st)
+	for i, n := range names {
+		// Agents drop from the right on narrow screens.
+		cols = append(cols, column{title: n, right: true, drop: 100 + i, max: 16})
+	}
+	return cols
+}
+
+func agentNames(st *api.ClusterState) []string {
 	if st == nil {
 		return nil
 	}
+	names := make([]string, 0, len(st.Agents))
+	for _, a := range st.Agents {
+		names = append(names, a.Name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// poolRows builds the function × agent grid: per agent "idle+busy/target"
+// where target is the agent's share of min_warm ("-" when it has none).
+func poolRows(st *api.ClusterState) []row {
+	if st == nil {
+		return nil
+	}
+	names := agentNames(st)
 	rows := make([]row, 0, len(st.Functions))
 	for _, f := range st.Functions {
-		cells := make([]string, fnCols)
-		tones := make([]tone, fnCols)
-		idle, busy := 0, 0
+		r := newRow(f.Name, 3+len(names))
+		r.cells[0] = f.Name
+		r.cells[1], r.num[1] = formatWarm(f.Pool), float64(f.Pool.EffectiveMinWarm)
+		idle, busy, _ := instanceCounts(f.Instances)
+		r.cells[2], r.num[2] = fmt.Sprintf("%d+%d", idle, busy), float64(idle+busy)
+		shares := map[string]api.PoolShare{}
+		for _, s := range f.Pool.Shares {
+			shares[s.Agent] = s
+		}
+		// Instances per agent, for agents without a share entry.
+		type ib struct{ idle, busy int }
+		counted := map[string]ib{}
 		for _, in := range f.Instances {
+			v := counted[in.Agent]
 			switch in.State {
 			case api.StateIdle:
-				idle++
+				v.idle++
 			case api.StateBusy:
-				busy++
+				v.busy++
+			}
+			counted[in.Agent] = v
+		}
+		for i, n := range names {
+			c := 3 + i
+			s, ok := shares[n]
+			v := counted[n]
+			if ok {
+				v = ib{s.Idle, s.Busy}
+			}
+			target := "-"
+			if ok && s.MinWarm > 0 {
+				target = fmt.Sprint(s.MinWarm)
+			}
+			if v.idle == 0 && v.busy == 0 && target == "-" {
+				r.cells[c] = "·"
+				r.tones[c] = toneDim
+				r.num[c] = 0
+				continue
+			}
+			r.cells[c] = fmt.Sprintf("%d+%d/%s", v.idle, v.busy, target)
+			r.num[c] = float64(v.idle + v.busy)
+			switch {
+			case ok && v.idle < s.MinWarm:
+				r.tones[c] = toneWarn // below target: prewarming
+			case v.busy > 0:
+				r.tones[c] = toneGood
 			}
 		}
-		cells[fnColName] = f.Name
-		cells[fnColVer] = fmt.Sprint(f.Version)
-		cells[fnColMem] = formatMB(f.MemoryMB)
-		cells[fnColTimeout] = formatSeconds(time.Duration(f.Timeout))
-		cells[fnColIdle] = fmt.Sprint(idle)
-		cells[fnColBusy] = fmt.Sprint(busy)
-		if busy > 0 {
-			tones[fnColBusy] = toneGood
-		}
-		cells[fnColInvoc] = formatCount(f.Stats.Invocations)
-		cells[fnColErr] = formatCount(f.Stats.Errors)
-		if f.Stats.Errors > 0 {
-			tones[fnColErr] = toneBad
-		}
-		cells[fnColLast] = startKind(f.Stats.LastStartKind)
-		tones[fnColLast] = startTone(f.Stats.LastStartKind)
-		rows = append(rows, row{key: f.Name, cells: cells, tones: tones})
+		rows = append(rows, r)
 	}
-	sort.SliceStable(rows, func(i, j int) bool { return rows[i].key < rows[j].key })
+	sortRows(rows, 0, false)
 	return rows
+}
+
+// Column indexes of the billing table.
+const (
+	billColName = iota
+	billColReq
+	billColGBs
+	billColWarm
+	billColCost
+	billColPool
+	billCols
+)
+
+var billColumns = []column{
+	billColName: {title: "FUNCTION", flex: true, min: 8, max: 28},
+	billColReq:  {title: "REQUESTS", right: true, drop: 2},
+	billColGBs:  {title: "COMPUTE", right: true, drop: 3},
+	billColWarm: {title: "WARMTH", right: true, drop: 4},
+	billColCost: {title: "COST", right: true},
+	billColPool: {title: "WARM POOL", right: true, drop: 1},
+}
+
+// billRows builds the billing table from per-function usage; pools holds
+// the current warm pools' cost per hour by function.
+func billRows(us []api.Usage, pools map[string]float64) []row {
+	rows := make([]row, 0, len(us))
+	seen := map[string]bool{}
+	for _, u := range us {
+		seen[u.Function] = true
+		rows = append(rows, billRow(u, pools))
+	}
+	// Functions that have a warm pool but no usage yet still cost money.
+	for name := range pools {
+		if !seen[name] {
+			rows = append(rows, billRow(api.Usage{Function: name}, pools))
+		}
+	}
+	sortRows(rows, 0, false)
+	return rows
+}
+
+func billRow(u api.Usage, pools map[string]float64) row {
+	r := newRow(u.Function, billCols)
+	r.cells[billColName] = u.Function
+	r.cells[billColReq], r.num[billColReq] = formatCount(u.Requests), float64(u.Requests)
+	r.cells[billColGBs], r.num[billColGBs] = formatGBs(u.GBSeconds), u.GBSeconds
+	r.cells[billColWarm], r.num[billColWarm] = formatGBs(u.WarmthGBSeconds), u.WarmthGBSeconds
+	r.cells[billColCost], r.num[billColCost] = formatUSD(u.Cost), u.Cost
+	ph := pools[u.Function]
+	r.cells[billColPool], r.num[billColPool] = formatUSD(ph)+"/h", ph
+	if ph == 0 {
+		r.cells[billColPool] = "-"
+		r.tones[billColPool] = toneDim
+	}
+	return r
+}
+
+// totalRow is the billing table's totals line.
+func totalRow(t api.Usage, poolsPerHour float64) row {
+	t.Function = "TOTAL"
+	r := billRow(t, map[string]float64{"TOTAL": poolsPerHour})
+	return r
+}
+
+// Column indexes of the events table.
+const (
+	evColTime = iota
+	evColKind
+	evColSubject
+	evColMsg
+	evCols
+)
+
+var eventColumns = []column{
+	evColTime:    {title: "TIME", drop: 3},
+	evColKind:    {title: "KIND", drop: 2},
+	evColSubject: {title: "ON", max: 20, drop: 1},
+	evColMsg:     {title: "MESSAGE", flex: true, min: 10},
+}
+
+// eventRows lists events newest first.
+func eventRows(evs []api.Event) []row {
+	rows := make([]row, 0, len(evs))
+	for i := len(evs) - 1; i >= 0; i-- {
+		e := evs[i]
+		r := newRow(fmt.Sprint(e.Seq), evCols)
+		r.cells[evColTime], r.num[evColTime] = e.Time.UTC().Format(timeLayout), float64(e.Time.UnixNano())
+		r.cells[evColKind] = e.Kind
+		r.tones[evColKind] = eventTone(e.Kind)
+		r.cells[evColSubject] = or(e.Function, e.Agent)
+		r.cells[evColMsg] = oneLine(e.Message)
+		rows = append(rows, r)
+	}
+	return rows
+}
+
+func eventTone(kind string) tone {
+	switch kind {
+	case api.EventInvokeFailed, api.EventThrottled:
+		return toneBad
+	case api.EventAgentState:
+		return toneWarn
+	case api.EventDeployed, api.EventAgentRegistered, api.EventPoolChanged:
+		return toneGood
+	}
+	return toneNone
+}
+
+// Column indexes of the logs table.
+const (
+	logColTime = iota
+	logColAgent
+	logColText
+	logCols
+)
+
+var logColumns = []column{
+	logColTime:  {title: "TIME", drop: 2},
+	logColAgent: {title: "AGENT", max: 16, drop: 1},
+	logColText:  {title: "LINE", flex: true, min: 10},
+}
+
+// logRows lists log lines newest first.
+func logRows(recs []api.LogRecord) []row {
+	rows := make([]row, 0, len(recs))
+	for i := len(recs) - 1; i >= 0; i-- {
+		l := recs[i]
+		r := newRow(fmt.Sprintf("%d/%s", i, l.Time.Format(time.RFC3339Nano)), logCols)
+		r.cells[logColTime], r.num[logColTime] = l.Time.UTC().Format(timeLayout), float64(l.Time.UnixNano())
+		r.cells[logColAgent] = l.Agent
+		r.cells[logColText] = oneLine(l.Text)
+		switch {
+		case l.Stream == api.StreamStderr:
+			r.tones[logColText] = toneWarn
+		case l.Stream == api.StreamPlatform:
+			r.tones[logColText] = toneDim
+		}
+		rows = append(rows, r)
+	}
+	return rows
+}
+
+// Column indexes of the instances table (drill-down).
+const (
+	insColID = iota
+	insColAgent
+	insColState
+	insColKind
+	insColInv
+	insColPeak
+	insCols
+)
+
+var instanceColumns = []column{
+	insColID:    {title: "INSTANCE", flex: true, min: 8, max: 24},
+	insColAgent: {title: "AGENT", max: 16, drop: 2},
+	insColState: {title: "STATE"},
+	insColKind:  {title: "START", drop: 3},
+	insColInv:   {title: "INVOC", right: true, drop: 1},
+	insColPeak:  {title: "PEAK MEM", right: true, drop: 4},
+}
+
+// instanceRows lists a function's instances, gone ones left out.
+func instanceRows(st *api.ClusterState, fn string) []row {
+	f := findFunction(st, fn)
+	if f == nil {
+		return nil
+	}
+	var rows []row
+	for _, in := range f.Instances {
+		if in.State == api.StateGone {
+			continue
+		}
+		r := newRow(in.ID, insCols)
+		r.cells[insColID] = in.ID
+		r.cells[insColAgent] = in.Agent
+		r.cells[insColState] = string(in.State)
+		r.tones[insColState] = instanceTone(in.State)
+		r.cells[insColKind] = startKind(in.StartKind)
+		r.tones[insColKind] = startTone(in.StartKind)
+		r.cells[insColInv], r.num[insColInv] = formatCount(in.Invocations), float64(in.Invocations)
+		r.cells[insColPeak], r.num[insColPeak] = fmt.Sprintf("%d/%d MB", in.MaxMemoryMB, in.MemoryMB), float64(in.MaxMemoryMB)
+		if in.Error != "" {
+			r.cells[insColState] += " (" + oneLine(in.Error) + ")"
+		}
+		rows = append(rows, r)
+	}
+	sortRows(rows, insColAgent, false)
+	return rows
+}
+
+func instanceTone(s api.InstanceState) tone {
+	switch s {
+	case api.StateBusy, api.StateIdle:
+		return toneGood
+	case api.StateCreating, api.StateInitializing, api.StateDraining:
+		return toneWarn
+	case api.StateInitFailed:
+		return toneBad
+	}
+	return toneNone
+}
+
+func findFunction(st *api.ClusterState, name string) *api.FunctionStatus {
+	if st == nil {
+		return nil
+	}
+	for i := range st.Functions {
+		if st.Functions[i].Name == name {
+			return &st.Functions[i]
+		}
+	}
+	return nil
+}
+
+// sortRows sorts rows by column col (numbers by value when the column has
+// them, text otherwise), reversed when desc, with the key ascending as the
+// tiebreak whichever the direction, so the order is always the same.
+// col < 0 keeps the rows' own order.
+func sortRows(rows []row, col int, desc bool) {
+	if col < 0 {
+		return
+	}
+	sort.SliceStable(rows, func(i, j int) bool {
+		a, b := rows[i], rows[j]
+		if c := compareCell(a, b, col); c != 0 {
+			if desc {
+				return c > 0
+			}
+			return c < 0
+		}
+		return a.key < b.key
+	})
+}
+
+func compareCell(a, b row, col int) int {
+	an, bn := cellNum(a, col), cellNum(b, col)
+	switch {
+	case !math.IsNaN(an) && !math.IsNaN(bn):
+		switch {
+		case an < bn:
+			return -1
+		case an > bn:
+			return 1
+		}
+		return 0
+	case !math.IsNaN(an):
+		return 1 // a number sorts above "-"
+	case !math.IsNaN(bn):
+		return -1
+	}
+	return strings.Compare(strings.ToLower(cellText(a, col)), strings.ToLower(cellText(b, col)))
+}
+
+func cellNum(r row, col int) float64 {
+	if col < len(r.num) {
+		return r.num[col]
+	}
+	return math.NaN()
+}
+
+func cellText(r row, col int) string {
+	if col < len(r.cells) {
+		return r.cells[col]
+	}
+	return ""
+}
+
+// numericColumn says whether a column sorts by number in these rows.
+func numericColumn(rows []row, col int) bool {
+	for _, r := range rows {
+		if !math.IsNaN(cellNum(r, col)) {
+			return true
+		}
+	}
+	return false
+}
+
+// filterRows keeps the rows any cell of which contains f, ignoring case.
+func filterRows(rows []row, f string) []row {
+	f = strings.ToLower(strings.TrimSpace(f))
+	if f == "" {
+		return rows
+	}
+	out := make([]row, 0, len(rows))
+	for _, r := range rows {
+		for _, c := range r.cells {
+			if strings.Contains(strings.ToLower(c), f) {
+				out = append(out, r)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// view returns rows filtered, then sorted, as a new slice.
+func viewRows(rows []row, filter string, col int, desc bool) []row {
+	out := filterRows(rows, filter)
+	if len(out) == len(rows) {
+		out = append([]row(nil), rows...)
+	}
+	sortRows(out, col, desc)
+	return out
 }
 
 // summary holds the counts of the header line.
@@ -156,6 +697,34 @@ func summarize(st *api.ClusterState) summary {
 	return s
 }
 
+// kpis are the overview's cluster figures.
+type kpis struct {
+	rate, coldPerMin, coldShare, warmHit float64
+	rateOK                               bool
+	cost                                 api.Usage
+	poolsPerHour                         float64
+}
+
+func clusterKPIs(c rowCtx) kpis {
+	var k kpis
+	k.rate, k.rateOK = c.hist.clusterRate()
+	k.coldPerMin, k.coldShare, _ = c.hist.clusterCold()
+	var warm, starts int64
+	if c.st != nil {
+		for _, f := range c.st.Functions {
+			warm += f.Stats.WarmStarts
+			starts += f.Stats.WarmStarts + f.Stats.ColdStarts
+			k.poolsPerHour += poolCostPerHour(f, c.prices)
+		}
+	}
+	k.warmHit = math.NaN()
+	if starts > 0 {
+		k.warmHit = 100 * float64(warm) / float64(starts)
+	}
+	_, k.cost = estimateTotals(c.st, c.prices)
+	return k
+}
+
 // liveInstances counts the instances that are not gone.
 func liveInstances(ins []api.Instance) int {
 	n := 0
@@ -171,10 +740,32 @@ func agentTone(s api.AgentState) tone {
 	switch s {
 	case api.AgentReady:
 		return toneGood
-	case api.AgentSuspect:
+	case api.AgentSuspect, api.AgentDraining:
 		return toneWarn
 	case api.AgentGone:
 		return toneBad
+	}
+	return toneNone
+}
+
+func loadTone(p float64) tone {
+	switch {
+	case p >= 90:
+		return toneBad
+	case p >= 75:
+		return toneWarn
+	}
+	return toneNone
+}
+
+func coldTone(p float64) tone {
+	switch {
+	case math.IsNaN(p):
+		return toneNone
+	case p >= 10:
+		return toneBad
+	case p >= 2:
+		return toneWarn
 	}
 	return toneNone
 }
@@ -196,6 +787,46 @@ func startTone(k api.StartKind) tone {
 		return toneBad
 	}
 	return toneNone
+}
+
+// sparkW is the width of the agents' sparklines.
+const sparkW = 10
+
+var sparkBlocks = []rune("▁▂▃▄▅▆▇█")
+
+// sparkline draws the last width values of vs on a lo..hi scale
+// (hi <= lo: scaled to the values' own maximum), right-aligned and padded
+// with spaces to width; NaN draws a space.
+func sparkline(vs []float64, lo, hi float64, width int) string {
+	if width <= 0 {
+		return ""
+	}
+	if len(vs) > width {
+		vs = vs[len(vs)-width:]
+	}
+	if hi <= lo {
+		hi = math.Inf(-1)
+		for _, v := range vs {
+			if !math.IsNaN(v) {
+				hi = max(hi, v)
+			}
+		}
+		lo = 0
+		if math.IsInf(hi, -1) || hi <= lo {
+			hi = lo + 1
+		}
+	}
+	var b strings.Builder
+	b.WriteString(strings.Repeat(" ", width-len(vs)))
+	for _, v := range vs {
+		if math.IsNaN(v) {
+			b.WriteByte(' ')
+			continue
+		}
+		i := int(math.Round((v - lo) / (hi - lo) * float64(len(sparkBlocks)-1)))
+		b.WriteRune(sparkBlocks[min(max(i, 0), len(sparkBlocks)-1)])
+	}
+	return b.String()
 }
 
 const (
@@ -239,6 +870,20 @@ func formatMB(mb int) string {
 	return fmt.Sprintf("%d MB", mb)
 }
 
+// formatWarm renders a pool as "min/max" ("-" for no cap), with "A" when
+// auto mode sizes min_warm.
+func formatWarm(p api.PoolStatus) string {
+	mx := "-"
+	if p.MaxInstances > 0 {
+		mx = fmt.Sprint(p.MaxInstances)
+	}
+	s := fmt.Sprintf("%d/%s", p.EffectiveMinWarm, mx)
+	if p.Auto {
+		s = "A " + s
+	}
+	return s
+}
+
 // formatPercent renders a percentage with one decimal; NaN, infinities and
 // negatives render as "-".
 func formatPercent(p float64) string {
@@ -264,6 +909,8 @@ func formatSeconds(d time.Duration) string {
 		return "-"
 	case d < time.Second:
 		return fmt.Sprintf("%dms", d.Milliseconds())
+	case d%time.Minute == 0 && d >= time.Minute:
+		return fmt.Sprintf("%dm", int64(d/time.Minute))
 	case d%time.Second == 0:
 		return fmt.Sprintf("%ds", int64(d/time.Second))
 	default:
@@ -286,4 +933,99 @@ func formatCount(n int64) string {
 	default:
 		return fmt.Sprintf("%.1fG", float64(n)/1e9)
 	}
+}
+
+// formatMs renders milliseconds with about three significant digits:
+// "0.42 ms", "4.20 ms", "42.0 ms", "420 ms", "4.20 s".
+func formatMs(ms float64) string {
+	switch {
+	case math.IsNaN(ms) || ms < 0:
+		return "-"
+	case ms == 0:
+		return "0 ms"
+	case ms < 10:
+		return fmt.Sprintf("%.2f ms", ms)
+	case ms < 100:
+		return fmt.Sprintf("%.1f ms", ms)
+	case ms < 1000:
+		return fmt.Sprintf("%.0f ms", ms)
+	case ms < 100_000:
+		return fmt.Sprintf("%.2f s", ms/1000)
+	default:
+		return fmt.Sprintf("%.0f s", ms/1000)
+	}
+}
+
+// formatMsOr renders a quantile, or "-" when nothing was counted.
+func formatMsOr(ms float64, n int64) string {
+	if n == 0 {
+		return "-"
+	}
+	return formatMs(ms)
+}
+
+// formatRate renders invocations per second ("-" until known).
+func formatRate(r float64, ok bool) string {
+	switch {
+	case !ok || math.IsNaN(r) || r < 0:
+		return "-"
+	case r == 0:
+		return "0/s"
+	case r < 10:
+		return fmt.Sprintf("%.2f/s", r)
+	case r < 100:
+		return fmt.Sprintf("%.1f/s", r)
+	}
+	return fmt.Sprintf("%.0f/s", r)
+}
+
+// formatGBs renders GB-seconds.
+func formatGBs(v float64) string {
+	switch {
+	case math.IsNaN(v) || v < 0:
+		return "-"
+	case v == 0:
+		return "0 GB-s"
+	case v < 10:
+		return fmt.Sprintf("%.3f GB-s", v)
+	case v < 1000:
+		return fmt.Sprintf("%.1f GB-s", v)
+	}
+	return fmt.Sprintf("%.0f GB-s", v)
+}
+
+// formatUSD renders dollars: four decimals below $1 so small bills show,
+// two up to $10,000, none above.
+func formatUSD(v float64) string {
+	switch {
+	case math.IsNaN(v) || v < 0:
+		return "-"
+	case v == 0:
+		return "$0"
+	case v < 0.0001:
+		return "<$0.0001"
+	case v < 1:
+		return fmt.Sprintf("$%.4f", v)
+	case v < 10_000:
+		return fmt.Sprintf("$%.2f", v)
+	}
+	return fmt.Sprintf("$%.0f", v)
+}
+
+func padLeft(s string, w int) string {
+	if n := len([]rune(s)); n < w {
+		return strings.Repeat(" ", w-n) + s
+	}
+	return s
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }

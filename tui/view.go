@@ -3,61 +3,31 @@ package tui
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/charmbracelet/bubbles/help"
+	"github.com/charmbracelet/bubbles/key"
 	"github.com/charmbracelet/lipgloss"
 	"github.com/charmbracelet/x/ansi"
 )
 
-// This file is the view: it lays the model out on a width × height screen.
-// Widths are computed on plain text first and colour is applied last, so
-// the layout is identical with and without colour.
+// This file is the view's frame: header, footer, prompt line and the
+// table drawing every view shares. Widths are computed on plain text
+// first and colour is applied last, so the layout is identical with and
+// without colour.
 
 const (
-	helpTitle  = "KEYS"
 	timeLayout = "15:04:05"
 	colGap     = 2 // spaces between columns
 	markerW    = 2 // "> " cursor marker before each row
 	ellipsis   = "…"
 )
 
-// column describes one table column.
-type column struct {
-	title string
-	right bool // right-align (numbers)
-	flex  bool // shrinks before any column is dropped (the NAME column)
-	min   int  // smallest width of a flex column before columns are dropped
-	max   int  // cap on the natural width; 0 for none
-	drop  int  // drop order on narrow screens: highest first; 0 never
-}
-
-var agentColumns = [agentCols]column{
-	agentColName:     {title: "NAME", flex: true, min: 8, max: 24},
-	agentColState:    {title: "STATE", drop: 2},
-	agentColCPU:      {title: "CPU", right: true, drop: 3},
-	agentColMem:      {title: "MEM", right: true, drop: 4},
-	agentColLoad:     {title: "LOAD", right: true, drop: 6},
-	agentColInst:     {title: "INST", right: true, drop: 5},
-	agentColReserved: {title: "RESERVED", right: true, drop: 7},
-}
-
-var functionColumns = [fnCols]column{
-	fnColName:    {title: "NAME", flex: true, min: 8, max: 32},
-	fnColVer:     {title: "VER", right: true, drop: 9},
-	fnColMem:     {title: "MEM", right: true, drop: 7},
-	fnColTimeout: {title: "TIMEOUT", right: true, drop: 8},
-	fnColIdle:    {title: "IDLE", right: true, drop: 3},
-	fnColBusy:    {title: "BUSY", right: true, drop: 2},
-	fnColInvoc:   {title: "INVOC", right: true, drop: 4},
-	fnColErr:     {title: "ERR", right: true, drop: 5},
-	fnColLast:    {title: "LAST", drop: 6},
-}
-
 // styles holds the lipgloss styles; with colour off every style is the
 // zero style, which renders text unchanged.
 type styles struct {
 	brand, good, warn, bad, dim, header, title, titleFocus, selected lipgloss.Style
-	helpKey, helpDesc, helpSep                                       lipgloss.Style
+	helpKey, helpDesc, helpSep, bar, mark                            lipgloss.Style
 	on                                                               bool
 }
 
@@ -80,6 +50,8 @@ func newStyles(on bool) styles {
 		helpKey:    lipgloss.NewStyle().Bold(true),
 		helpDesc:   lipgloss.NewStyle().Faint(true),
 		helpSep:    lipgloss.NewStyle().Faint(true),
+		bar:        lipgloss.NewStyle().Foreground(amber),
+		mark:       lipgloss.NewStyle().Bold(true),
 	}
 }
 
@@ -94,17 +66,11 @@ func newHelp() help.Model {
 }
 
 // helpStyles replaces the help bubble's default (adaptive colour) styles
-// with ours; with colour off they are all the zero style, so the footer
-// is plain text whatever the terminal.
+// with ours; with colour off they are all the zero style.
 func (s styles) helpStyles() help.Styles {
 	return help.Styles{
-		Ellipsis:       s.helpSep,
-		ShortKey:       s.helpKey,
-		ShortDesc:      s.helpDesc,
-		ShortSeparator: s.helpSep,
-		FullKey:        s.helpKey,
-		FullDesc:       s.helpDesc,
-		FullSeparator:  s.helpSep,
+		Ellipsis: s.helpSep, ShortKey: s.helpKey, ShortDesc: s.helpDesc, ShortSeparator: s.helpSep,
+		FullKey: s.helpKey, FullDesc: s.helpDesc, FullSeparator: s.helpSep,
 	}
 }
 
@@ -129,70 +95,177 @@ func (s styles) tone(t tone) lipgloss.Style {
 	return lipgloss.NewStyle()
 }
 
-// View draws the screen: header, agents, functions, footer. It never
-// writes more than height lines nor a line wider than width.
+// View draws the screen. It never writes more than height lines nor a line
+// wider than width. A frame is drawn only when something visible changed
+// (a key, a resize, a render tick after new data); otherwise the last one
+// is returned as it is.
 func (m Model) View() string {
+	c := m.cache
+	if c != nil && c.frame == m.frame && c.w == m.width && c.h == m.height && c.renders > 0 {
+		return c.view
+	}
+	v := m.draw()
+	if c != nil {
+		c.frame, c.w, c.h, c.view = m.frame, m.width, m.height, v
+		c.renders++
+	}
+	return v
+}
+
+func (m Model) draw() string {
 	w, h := m.width, m.height
 	if w <= 0 || h <= 0 {
 		return ""
 	}
 	st := newStyles(m.color)
 	lines := []string{m.headerLine(st, w)}
-	if m.err != nil && h >= 4 {
-		lines = append(lines, m.errorLine(st))
+	if m.conn.err != nil && m.conn.status != connConnected && h >= 6 {
+		lines = append(lines, st.render(st.bad, "  error: "+oneLine(m.conn.err.Error())))
 	}
 	if h >= 2 {
-		foot := m.footer(st, w, h-len(lines))
-		bodyH := h - len(lines) - len(foot)
+		var tail []string
+		if s := m.statusLine(st, w); s != "" && h-len(lines) >= 3 {
+			tail = append(tail, s)
+		}
+		if h-len(lines)-len(tail) >= 2 || len(tail) == 0 {
+			tail = append(tail, m.footer(st, w))
+		}
+		bodyH := h - len(lines) - len(tail)
 		body := m.body(st, w, bodyH)
+		if len(body) > bodyH {
+			body = body[:bodyH]
+		}
 		for len(body) < bodyH {
 			body = append(body, "")
 		}
 		lines = append(lines, body...)
-		lines = append(lines, foot...)
+		lines = append(lines, tail...)
 	}
 	for i, l := range lines {
 		lines[i] = fit(l, w)
+		if !st.on {
+			lines[i] = strings.TrimRight(lines[i], " ")
+		}
 	}
 	return strings.Join(lines, "\n")
 }
 
-// footer draws the key help in at most avail lines: the short help on
-// one line, or, when ? has opened it, the full help under a title rule.
-// The full help takes the first of its layouts that fits w × avail; if
-// none does it falls back to the short help, which the help bubble cuts
-// to the width.
-func (m Model) footer(st styles, w, avail int) []string {
-	hm := m.help
-	hm.Styles = st.helpStyles()
-	if hm.ShowAll {
-		hm.Width = 0 // measured here rather than cut by the bubble
-		for _, groups := range m.keys.fullHelpLayouts() {
-			lines := strings.Split(hm.FullHelpView(groups), "\n")
-			if 1+len(lines) > avail || markerW+maxWidth(lines) > w {
-				continue
-			}
-			out := []string{titleRule(st, st.title, "─", helpTitle, w)}
-			for _, l := range lines {
-				l = strings.Repeat(" ", markerW) + l // line up with the table rows
-				if !st.on {
-					l = strings.TrimRight(l, " ")
-				}
-				out = append(out, l)
-			}
-			return out
-		}
+// body draws the current view (or the help, or the form) in bodyH lines.
+func (m Model) body(st styles, w, h int) []string {
+	if h <= 0 {
+		return nil
 	}
-	hm.Width = w
-	return []string{hm.ShortHelpView(m.keys.ShortHelp())}
+	switch {
+	case m.showHelp:
+		return m.helpBody(st, w, h)
+	case m.form != nil:
+		return m.formBody(st, w, h)
+	}
+	var panel []string
+	if m.invoke != nil && h >= 8 {
+		panel = m.invokePanel(st, w, min(5, h/2))
+		h -= len(panel)
+	}
+	var out []string
+	switch m.view {
+	case viewOverview:
+		out = m.overviewBody(st, w, h)
+	case viewFunctions:
+		out = m.functionsBody(st, w, h)
+	case viewPools:
+		out = m.poolsBody(st, w, h)
+	case viewLatency:
+		out = m.latencyBody(st, w, h)
+	case viewBill:
+		out = m.billBody(st, w, h)
+	case viewEvents:
+		out = m.eventsBody(st, w, h)
+	case viewDetail:
+		out = m.detailBody(st, w, h)
+	}
+	if len(out) > h {
+		out = out[:h]
+	}
+	for len(out) < h && panel != nil {
+		out = append(out, "")
+	}
+	return append(out, panel...)
 }
 
-func maxWidth(lines []string) int {
-	w := 0
-	for _, l := range lines {
-		w = max(w, ansi.StringWidth(l))
+// footerKeys are the bindings the footer shows in the current view, most
+// important first: the help bubble drops items from the end when narrow.
+func (m Model) footerKeys() []key.Binding {
+	k := m.keys
+	if m.showHelp {
+		close := k.Back
+		close.SetHelp("esc/?", "close help")
+		return []key.Binding{close, k.Quit}
 	}
-	return w
+	switch m.view {
+	case viewOverview:
+		return []key.Binding{k.Command, k.Help, k.NextPane, k.Enter, k.Filter, k.Sort, k.Pause, k.Quit}
+	case viewFunctions, viewPools:
+		return []key.Binding{k.Command, k.Help, k.Enter, k.More, k.Less, k.Edit, k.Invoke, k.Filter, k.Sort, k.Quit}
+	case viewLatency:
+		move := k.Down
+		move.SetHelp("j/k", "function")
+		win := k.Window
+		win.SetHelp("w", "window")
+		return []key.Binding{k.Command, k.Help, move, win, k.Enter, k.Back, k.Quit}
+	case viewBill:
+		per := k.Window
+		per.SetHelp("w", "period")
+		return []key.Binding{k.Command, k.Help, per, k.Sort, k.Filter, k.Enter, k.Quit}
+	case viewEvents:
+		return []key.Binding{k.Command, k.Help, k.NextPane, k.Filter, k.Enter, k.Back, k.Quit}
+	case viewDetail:
+		return []key.Binding{k.Back, k.More, k.Less, k.Edit, k.Invoke, k.NextPane, k.Help, k.Quit}
+	}
+	return k.ShortHelp()
+}
+
+func (m Model) footer(st styles, w int) string {
+	if m.form != nil {
+		return "enter save · tab next field · esc cancel"
+	}
+	hm := m.help
+	hm.Styles = st.helpStyles()
+	hm.Width = w
+	return hm.ShortHelpView(m.footerKeys())
+}
+
+// statusLine is the open prompt, or the last message ("" for none).
+func (m Model) statusLine(st styles, w int) string {
+	p := m.prompt
+	if p.kind != promptNone {
+		val := []rune(p.in.Value())
+		pos := min(p.in.Position(), len(val))
+		var line string
+		if st.on {
+			under := " "
+			rest := ""
+			if pos < len(val) {
+				under, rest = string(val[pos]), string(val[pos+1:])
+			}
+			line = st.render(st.mark, p.in.Prompt) + string(val[:pos]) + st.render(st.selected, under) + rest
+		} else {
+			line = p.in.Prompt + string(val[:pos]) + "_" + string(val[pos:])
+		}
+		if p.kind == promptCommand {
+			var hints []string
+			for _, c := range completions(p.in.Value()) {
+				hints = append(hints, c)
+			}
+			if len(hints) > 0 {
+				line += "   " + st.render(st.dim, strings.Join(hints, " "))
+			}
+		}
+		return line
+	}
+	if m.flash.text != "" {
+		return st.render(st.tone(m.flash.tone), " "+m.flash.text)
+	}
+	return ""
 }
 
 // titleRule is "─ LABEL ────…" across the width.
@@ -215,22 +288,40 @@ func fit(s string, w int) string {
 // then drops the counts, then cuts the line.
 func (m Model) headerLine(st styles, w int) string {
 	brand := st.render(st.brand, "amber") + "  "
+	if m.readOnly {
+		brand += st.render(st.warn, "read-only") + "  "
+	}
+	last := "never"
+	if !m.lastUpdate.IsZero() {
+		last = m.lastUpdate.Format(timeLayout)
+	}
 	var long, short string
-	switch {
-	case m.err != nil:
-		last := "never"
-		if !m.lastUpdate.IsZero() {
-			last = m.lastUpdate.Format(timeLayout)
-		}
-		mark := st.render(st.bad, "○ disconnected")
-		long, short = mark+" · last update "+last, mark+" · "+last
-	case m.lastUpdate.IsZero():
+	switch m.conn.status {
+	case connReconnecting:
+		in := max(m.conn.retryAt.Sub(m.now()), 0).Round(time.Second)
+		mark := st.render(st.bad, "○ reconnecting")
+		long = fmt.Sprintf("%s in %s (attempt %d) · last update %s", mark, formatWait(in), m.conn.attempt, last)
+		short = mark + " · " + last
+	case connConnecting:
 		long = st.render(st.warn, "… connecting")
-		short = long
+		if !m.lastUpdate.IsZero() {
+			long += " · last update " + last
+		}
+		short = st.render(st.warn, "… connecting")
 	default:
 		mark := st.render(st.good, "● connected")
-		at := m.lastUpdate.Format(timeLayout)
-		long, short = mark+" · updated "+at, mark+" · "+at
+		if m.lastUpdate.IsZero() {
+			long, short = mark+" · waiting for data", mark
+		} else {
+			long, short = mark+" · updated "+last, mark+" · "+last
+		}
+	}
+	if m.paused {
+		p := st.render(st.warn, "‖ paused")
+		if m.heldN > 0 {
+			p += fmt.Sprintf(" (%d held)", m.heldN)
+		}
+		long, short = p+" · "+long, p+" · "+short
 	}
 	var full, brief string
 	if m.state != nil {
@@ -239,7 +330,12 @@ func (m Model) headerLine(st styles, w int) string {
 		brief = fmt.Sprintf("%d/%d ready · %d fn · %d inst",
 			m.sum.ready, m.sum.agents, m.sum.functions, m.sum.instances)
 	}
-	for _, c := range [][2]string{{long, full}, {short, full}, {long, brief}, {short, brief}, {long, ""}, {short, ""}} {
+	cands := [][2]string{{long, full}, {short, full}, {long, brief}, {short, brief}, {long, ""}, {short, ""}}
+	if m.conn.status != connConnected || m.paused {
+		// Trouble first: the status wording matters more than the counts.
+		cands = [][2]string{{long, full}, {long, brief}, {long, ""}, {short, brief}, {short, ""}}
+	}
+	for _, c := range cands {
 		left, right := brand+c[0], c[1]
 		lw, rw := ansi.StringWidth(left), ansi.StringWidth(right)
 		if right == "" && lw <= w {
@@ -252,148 +348,90 @@ func (m Model) headerLine(st styles, w int) string {
 	return brand + short // cut by the caller
 }
 
-// errorLine shows the last fetch error under the header.
-func (m Model) errorLine(st styles) string {
-	return st.render(st.bad, "  error: "+oneLine(m.err.Error()))
+func formatWait(d time.Duration) string {
+	if d < time.Second {
+		return "<1s"
+	}
+	return d.String()
 }
 
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
+func maxWidth(lines []string) int {
+	w := 0
+	for _, l := range lines {
+		w = max(w, ansi.StringWidth(l))
+	}
+	return w
 }
 
-// sectionSpec is one table to draw.
-type sectionSpec struct {
-	name  string
-	empty string
-	cols  []column
-	rows  []row
+// tableSpec is one table to draw.
+type tableSpec struct {
+	t       int    // table index
+	name    string // title
+	empty   string // what to say with no rows
+	focused bool
+	extra   []row // drawn by the caller under the table (totals), but sized with it
 }
 
-// body draws both tables within bodyH lines.
-func (m Model) body(st styles, w, bodyH int) []string {
-	empty := "(no data yet)"
-	if m.state != nil {
-		empty = ""
+// section draws table s in exactly n lines (or fewer if it has fewer):
+// a title rule, the column header and the rows around the cursor.
+func (m Model) section(st styles, w, n int, s tableSpec) []string {
+	if n <= 0 {
+		return nil
 	}
-	secs := [numTables]sectionSpec{
-		focusAgents:    {name: "AGENTS", empty: or(empty, "(no agents)"), cols: agentColumns[:], rows: m.agents},
-		focusFunctions: {name: "FUNCTIONS", empty: or(empty, "(no functions)"), cols: functionColumns[:], rows: m.functions},
-	}
-	var need [numTables]int
-	for i, s := range secs {
-		need[i] = 2 + max(1, len(s.rows))
-	}
-	lay := layout(bodyH, need, m.focus)
-
-	var out []string
-	if lay.blankTop {
-		out = append(out, "")
-	}
-	for i, s := range secs {
-		if lay.lines[i] == 0 {
-			continue
-		}
-		if i == focusFunctions && lay.blankMid && lay.lines[focusAgents] > 0 {
-			out = append(out, "")
-		}
-		out = append(out, m.section(st, w, lay.lines[i], i, s)...)
-	}
-	return out
-}
-
-func or(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
-
-// sectionLayout says how many lines each table gets (title, column
-// header and rows; 0 hides it) and where blank separators go.
-type sectionLayout struct {
-	blankTop, blankMid bool
-	lines              [numTables]int
-}
-
-// layout shares bodyH lines between the two tables. need is what each table
-// wants (2 + rows). Blank lines go first when space is short, then rows
-// (the focused table keeps more), and on very short screens only the
-// focused table is drawn.
-func layout(bodyH int, need [numTables]int, focus int) sectionLayout {
-	var l sectionLayout
-	if bodyH <= 0 {
-		return l
-	}
-	const minSection = 3 // title, header, one row
-	other := 1 - focus
-	if bodyH < 2*minSection {
-		l.lines[focus] = min(bodyH, need[focus])
-		if rest := bodyH - l.lines[focus]; rest >= minSection {
-			l.lines[other] = min(rest, need[other])
-		}
-		return l
-	}
-	avail := bodyH
-	if avail > 2*minSection {
-		l.blankMid = true
-		avail--
-	}
-	if avail > 2*minSection {
-		l.blankTop = true
-		avail--
-	}
-	if need[0]+need[1] <= avail {
-		l.lines = need
-		return l
-	}
-	// Share: the focused table first gets up to half (rounded up); whatever
-	// either table leaves unused goes to the other.
-	half := (avail + 1) / 2
-	l.lines[focus] = min(need[focus], half)
-	l.lines[other] = min(need[other], avail-l.lines[focus])
-	l.lines[focus] = min(need[focus], avail-l.lines[other])
-	return l
-}
-
-// section draws one table in exactly n lines (or fewer if it has fewer).
-func (m Model) section(st styles, w, n, idx int, s sectionSpec) []string {
-	focused := idx == m.focus
-	cur := m.tables[idx].cursor
+	ts := m.tables[s.t]
+	rows := m.visible(s.t)
+	cols := m.columns(s.t)
+	cur := min(ts.cursor, max(len(rows)-1, 0))
 	visible := max(n-2, 0)
-	// Scroll so the cursor stays visible: it sits on the last visible line
-	// once it passes the window.
 	off := 0
 	if visible > 0 && cur >= visible {
 		off = cur - visible + 1
 	}
-	off = min(off, max(len(s.rows)-visible, 0))
+	off = min(off, max(len(rows)-visible, 0))
 
-	// Title rule: heavy for the focused table, light otherwise.
-	label := fmt.Sprintf("%s (%d)", s.name, len(s.rows))
-	if len(s.rows) > visible && visible > 0 {
-		label = fmt.Sprintf("%s (%d-%d of %d)", s.name, off+1, min(off+visible, len(s.rows)), len(s.rows))
+	count := fmt.Sprint(len(rows))
+	if ts.filter != "" {
+		count = fmt.Sprintf("%d of %d", len(rows), len(m.rows[s.t]))
+	}
+	label := fmt.Sprintf("%s (%s)", s.name, count)
+	if len(rows) > visible && visible > 0 {
+		label = fmt.Sprintf("%s (%d-%d of %d)", s.name, off+1, min(off+visible, len(rows)), len(rows))
+	}
+	if ts.filter != "" {
+		label += " /" + ts.filter
+	}
+	if ts.sortCol >= 0 && ts.sortCol < len(cols) && !(ts.sortCol == 0 && !ts.desc) {
+		arrow := "↑"
+		if ts.desc {
+			arrow = "↓"
+		}
+		label += " · by " + strings.ToLower(cols[ts.sortCol].title) + " " + arrow
 	}
 	ruleCh, tst := "─", st.title
-	if focused {
+	if s.focused {
 		ruleCh, tst = "━", st.titleFocus
 	}
 	out := []string{titleRule(st, tst, ruleCh, label, w)}
 	if n == 1 {
 		return out
 	}
-
-	widths := fitColumns(s.cols, s.rows, w)
-	out = append(out, st.render(st.header, renderCells(s.cols, widths, titles(s.cols))))
+	widths := fitColumns(cols, append(append([]row(nil), rows...), s.extra...), w)
+	out = append(out, st.render(st.header, renderCells(cols, widths, titles(cols))))
 	if visible == 0 {
 		return out
 	}
-	if len(s.rows) == 0 {
-		return append(out, st.render(st.dim, strings.Repeat(" ", markerW)+s.empty))
+	if len(rows) == 0 {
+		empty := s.empty
+		if m.state == nil && m.view != viewEvents {
+			empty = "(no data yet)"
+		}
+		if ts.filter != "" {
+			empty = "(nothing matches /" + ts.filter + ")"
+		}
+		return append(out, st.render(st.dim, strings.Repeat(" ", markerW)+empty))
 	}
-	for i := off; i < len(s.rows) && i < off+visible; i++ {
-		r := s.rows[i]
-		selected := focused && i == cur
-		out = append(out, renderRow(st, s.cols, widths, r, selected, w))
+	for i := off; i < len(rows) && i < off+visible; i++ {
+		out = append(out, renderRow(st, cols, widths, rows[i], s.focused && i == cur, w))
 	}
 	return out
 }
@@ -449,7 +487,6 @@ func fitColumns(cols []column, rows []row, w int) []int {
 			widths[flex] = max(widths[flex]-(total()-w), cols[flex].min)
 			continue
 		}
-		// Drop the visible column with the highest drop order.
 		drop := -1
 		for i, c := range cols {
 			if widths[i] > 0 && c.drop > 0 && (drop < 0 || c.drop > cols[drop].drop) {
@@ -459,12 +496,10 @@ func fitColumns(cols []column, rows []row, w int) []int {
 		if drop >= 0 {
 			widths[drop] = 0
 			if flex >= 0 {
-				// Room freed: let the flex column grow back toward natural.
 				widths[flex] = natural[flex]
 			}
 			continue
 		}
-		// Nothing left to drop: shrink the flex column to what remains.
 		if flex >= 0 && widths[flex] > 1 {
 			widths[flex] = max(widths[flex]-(total()-w), 1)
 			continue
@@ -538,4 +573,50 @@ func renderRow(st styles, cols []column, widths []int, r row, selected bool, w i
 		line = strings.TrimRight(line, " ")
 	}
 	return line
+}
+
+// share splits h lines between two stacked tables that want need[0] and
+// need[1] lines (title, header, rows): the focused one first gets up to
+// half, whatever either leaves goes to the other; with less than two
+// minimal tables' room only the focused one is drawn. blank is whether a
+// blank line separates them.
+func share(h int, need [2]int, focus int) (lines [2]int, blank bool) {
+	if h <= 0 {
+		return
+	}
+	const minSection = 3
+	other := 1 - focus
+	if h < 2*minSection {
+		lines[focus] = min(h, need[focus])
+		if rest := h - lines[focus]; rest >= minSection {
+			lines[other] = min(rest, need[other])
+		}
+		return
+	}
+	avail := h
+	if avail > 2*minSection {
+		blank = true
+		avail--
+	}
+	if need[0]+need[1] <= avail {
+		return need, blank
+	}
+	half := (avail + 1) / 2
+	lines[focus] = min(need[focus], half)
+	lines[other] = min(need[other], avail-lines[focus])
+	lines[focus] = min(need[focus], avail-lines[other])
+	return
+}
+
+// twoTables draws a view's two panes stacked in h lines.
+func (m Model) twoTables(st styles, w, h int, a, b tableSpec) []string {
+	focus := min(m.pane[m.view], 1)
+	a.focused, b.focused = focus == 0, focus == 1
+	need := [2]int{2 + max(1, len(m.visible(a.t))), 2 + max(1, len(m.visible(b.t)))}
+	lines, blank := share(h, need, focus)
+	out := m.section(st, w, lines[0], a)
+	if blank && lines[0] > 0 && lines[1] > 0 {
+		out = append(out, "")
+	}
+	return append(out, m.section(st, w, lines[1], b)...)
 }

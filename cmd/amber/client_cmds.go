@@ -236,12 +236,19 @@ func cmdLs(ctx context.Context, args []string, stdout io.Writer) error {
 	return tw.Flush()
 }
 
+// The console sees the cluster through its own small interface.
+var (
+	_ tui.Source = (*api.Client)(nil)
+	_ tui.Biller = (*api.Client)(nil)
+)
+
 func cmdConsole(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("console", flag.ContinueOnError)
+	readOnly := fs.Bool("read-only", false, "watch only: +, -, e and i change nothing")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
-	return tui.Run(ctx, client())
+	return tui.Run(ctx, client(), tui.WithReadOnly(*readOnly))
 }
 
 func cmdLogs(ctx context.Context, args []string, stdout io.Writer) error {

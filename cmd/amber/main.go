@@ -28,7 +28,7 @@ usage:
   amber schedule NAME "EXPR" | NAME --off            cron trigger: "*/5 * * * *" (UTC) or "rate(5 minutes)"
   amber dlq [NAME] [-o json]                          async events that failed every attempt
   amber bill [--since 24h] [--until T] [--by hour|day] requests, GB-s, warmth and cost per function
-  amber console
+  amber console [--read-only]
   amber scheduler [flags]
   amber agent [flags]
   amber install agent|scheduler [--dry-run]           systemd units; amber uninstall agent|scheduler

@@ -1,0 +1,77 @@
+package tui
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	tea "github.com/charmbracelet/bubbletea"
+
+	"github.com/amberfn/amber/api"
+)
+
+// bigState is 1,000 functions on 50 agents, each function with
+// histograms for every start kind.
+func bigState(step int) *api.ClusterState {
+	st := &api.ClusterState{Time: fixedNow.Add(time.Duration(step) * 10 * time.Second)}
+	for a := range 50 {
+		st.Agents = append(st.Agents, api.AgentStatus{
+			Heartbeat: api.Heartbeat{Name: fmt.Sprintf("node-%02d", a), CapacityMB: 65536,
+				Stats: api.NodeStats{CPUPercent: float64((a*7 + step) % 100), MemUsedBytes: 8 * gib, MemTotalBytes: 64 * gib}},
+			State: api.AgentReady,
+		})
+	}
+	for f := range 1000 {
+		name := fmt.Sprintf("fn-%04d", f)
+		var ins []api.Instance
+		for i := range 3 {
+			ins = append(ins, api.Instance{ID: fmt.Sprintf("%s-%d", name, i), Function: name, Agent: fmt.Sprintf("node-%02d", (f+i)%50), State: api.StateIdle, MemoryMB: 256})
+		}
+		st.Functions = append(st.Functions, api.FunctionStatus{
+			Function:  api.Function{FunctionSpec: api.FunctionSpec{Name: name, MemoryMB: 256}, Version: 1},
+			Instances: ins,
+			Stats:     api.FunctionStats{Invocations: int64(f*100 + step*f), ColdStarts: int64(f), WarmStarts: int64(f * 99), GBSeconds: float64(f)},
+			Pool:      api.PoolStatus{PoolSettings: api.PoolSettings{MinWarm: f % 3}, EffectiveMinWarm: f % 3},
+			Latency: map[api.StartKind]*api.Histogram{
+				api.StartWarm: observe(200+step, 0.5, 20), api.StartCold: observe(5, 80, 300), api.StartRestore: observe(5, 30, 90),
+			},
+		})
+	}
+	return st
+}
+
+// benchView measures one frame of a view with 1,000 functions and 50
+// agents (goal: at most 10 ms a frame).
+func benchView(b *testing.B, keys ...string) {
+	m, _ := send(b, newTestModel(nil), size(160, 50))
+	for i := range 8 {
+		m, _ = send(b, m, streamDataMsg{msg: api.StreamMessage{State: bigState(i)}})
+	}
+	var msgs []tea.Msg
+	for _, k := range keys {
+		msgs = append(msgs, press(k))
+	}
+	m, _ = send(b, m, msgs...)
+	b.ResetTimer()
+	for b.Loop() {
+		m.touch()
+		_ = m.View()
+	}
+}
+
+func BenchmarkRenderFunctions(b *testing.B) { benchView(b, "2", "s", "s", "s", "s", "s", "s", "s") }
+func BenchmarkRenderLatency(b *testing.B)   { benchView(b, "4") }
+func BenchmarkRenderOverview(b *testing.B)  { benchView(b, "1") }
+
+// BenchmarkApplyState is the cost of taking one stream state in.
+func BenchmarkApplyState(b *testing.B) {
+	m, _ := send(b, newTestModel(nil), size(160, 50))
+	states := []*api.ClusterState{bigState(0), bigState(1)}
+	i := 0
+	for b.Loop() {
+		st := *states[i%2]
+		st.Time = fixedNow.Add(time.Duration(i) * time.Second)
+		m, _ = send(b, m, streamDataMsg{msg: api.StreamMessage{State: &st}})
+		i++
+	}
+}

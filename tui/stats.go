@@ -1,0 +1,416 @@
+package tui
+
+import (
+	"math"
+	"sort"
+	"time"
+
+	"github.com/amberfn/amber/api"
+)
+
+// This file is the console's memory: it keeps a short history of the
+// cluster states the stream delivered, so that the views can show rates
+// (from successive cumulative counters), sparklines and latency over a
+// window (by subtracting cumulative histograms). Pure data, no Bubble Tea.
+
+const (
+	sparkLen   = 30               // samples kept per agent for the sparklines
+	rateWindow = 10 * time.Second // invocations per second are averaged over this
+	rateKeep   = 32               // counter samples kept (the stream sends one a second)
+	latStep    = 10 * time.Second // a latency snapshot at most this often
+	latKeep    = 16 * time.Minute // snapshots kept: enough for the 15 minute window
+)
+
+// counters are one function's cumulative counters in one state.
+type counters struct {
+	inv, cold, warm, errs int64
+}
+
+// sample is the counters of every function at one time.
+type sample struct {
+	t   time.Time
+	fns map[string]counters
+}
+
+// latSnap is the cumulative latency histograms at one time, per function
+// and start kind, plus their sum over all functions. A function whose
+// histogram did not change shares the previous snapshot's pointer, so an
+// idle cluster costs almost nothing to remember.
+type latSnap struct {
+	t   time.Time
+	fns map[string]map[api.StartKind]*api.Histogram
+	all map[api.StartKind]*api.Histogram
+}
+
+// series is a bounded list of float samples (oldest first).
+type series []float64
+
+func (s series) push(v float64, n int) series {
+	s = append(s, v)
+	if len(s) > n {
+		s = append(series(nil), s[len(s)-n:]...)
+	}
+	return s
+}
+
+// history is what the console remembers of past states.
+type history struct {
+	samples []sample
+	lat     []latSnap
+	cpu     map[string]series // per agent, percent
+	mem     map[string]series // per agent, percent of total
+	rate    series            // cluster invocations per second, per state
+}
+
+func newHistory() *history {
+	return &history{cpu: map[string]series{}, mem: map[string]series{}}
+}
+
+// stateTime is when a state was taken: its own stamp, else now.
+func stateTime(st *api.ClusterState, now time.Time) time.Time {
+	if st != nil && !st.Time.IsZero() {
+		return st.Time
+	}
+	return now
+}
+
+// add records a state taken at t. States older than the newest sample
+// (a late or replayed one) are ignored.
+func (h *history) add(st *api.ClusterState, t time.Time) {
+	if st == nil {
+		return
+	}
+	if n := len(h.samples); n > 0 && !t.After(h.samples[n-1].t) {
+		return
+	}
+	s := sample{t: t, fns: make(map[string]counters, len(st.Functions))}
+	for _, f := range st.Functions {
+		s.fns[f.Name] = counters{inv: f.Stats.Invocations, cold: f.Stats.ColdStarts, warm: f.Stats.WarmStarts, errs: f.Stats.Errors}
+	}
+	h.samples = append(h.samples, s)
+	if len(h.samples) > rateKeep {
+		h.samples = append([]sample(nil), h.samples[len(h.samples)-rateKeep:]...)
+	}
+	r, _ := h.clusterRate()
+	h.rate = h.rate.push(r, sparkLen)
+
+	seen := map[string]bool{}
+	for _, a := range st.Agents {
+		seen[a.Name] = true
+		h.cpu[a.Name] = h.cpu[a.Name].push(clampPct(a.Stats.CPUPercent), sparkLen)
+		mp := 0.0
+		if a.Stats.MemTotalBytes > 0 {
+			mp = 100 * float64(a.Stats.MemUsedBytes) / float64(a.Stats.MemTotalBytes)
+		}
+		h.mem[a.Name] = h.mem[a.Name].push(mp, sparkLen)
+	}
+	for name := range h.cpu {
+		if !seen[name] {
+			delete(h.cpu, name)
+			delete(h.mem, name)
+		}
+	}
+
+	if n := len(h.lat); n == 0 || t.Sub(h.lat[n-1].t) >= latStep {
+		h.lat = append(h.lat, h.snapshot(st, t))
+		cut := 0
+		for cut < len(h.lat)-1 && t.Sub(h.lat[cut].t) > latKeep {
+			cut++
+		}
+		if cut > 0 {
+			h.lat = append([]latSnap(nil), h.lat[cut:]...)
+		}
+	}
+}
+
+func (h *history) snapshot(st *api.ClusterState, t time.Time) latSnap {
+	var prev map[string]map[api.StartKind]*api.Histogram
+	if n := len(h.lat); n > 0 {
+		prev = h.lat[n-1].fns
+	}
+	s := latSnap{t: t, fns: make(map[string]map[api.StartKind]*api.Histogram, len(st.Functions)), all: map[api.StartKind]*api.Histogram{}}
+	for _, f := range st.Functions {
+		m := make(map[api.StartKind]*api.Histogram, len(f.Latency))
+		for k, hg := range f.Latency {
+			if hg == nil {
+				continue
+			}
+			if p := prev[f.Name][k]; p != nil && p.Count == hg.Count {
+				m[k] = p // unchanged: share
+			} else {
+				m[k] = hg.Clone()
+			}
+			all := s.all[k]
+			if all == nil {
+				all = &api.Histogram{}
+				s.all[k] = all
+			}
+			all.Merge(hg)
+		}
+		s.fns[f.Name] = m
+	}
+	return s
+}
+
+// delta is the change of a cumulative counter; a counter that went down
+// was reset (a scheduler restart) and counts from zero.
+func delta(cur, old int64) int64 {
+	if cur < old {
+		return cur
+	}
+	return cur - old
+}
+
+// base returns the oldest sample within rateWindow of the newest one
+// (not the newest itself), or false when there is only one sample.
+func (h *history) base() (old, cur sample, ok bool) {
+	n := len(h.samples)
+	if n < 2 {
+		return sample{}, sample{}, false
+	}
+	cur = h.samples[n-1]
+	for i := 0; i < n-1; i++ {
+		if cur.t.Sub(h.samples[i].t) <= rateWindow {
+			return h.samples[i], cur, true
+		}
+	}
+	return h.samples[n-2], cur, true
+}
+
+// fnRate is a function's invocations per second and cold starts per
+// minute over the rate window; ok is false until two states are known.
+func (h *history) fnRate(name string) (invPerSec, coldPerMin float64, ok bool) {
+	old, cur, ok := h.base()
+	if !ok {
+		return 0, 0, false
+	}
+	c, in := cur.fns[name]
+	if !in {
+		return 0, 0, false
+	}
+	o := old.fns[name] // a new function counts from zero
+	dt := cur.t.Sub(old.t).Seconds()
+	return float64(delta(c.inv, o.inv)) / dt, float64(delta(c.cold, o.cold)) / dt * 60, true
+}
+
+// clusterRate sums invocations per second over every function.
+func (h *history) clusterRate() (float64, bool) {
+	old, cur, ok := h.base()
+	if !ok {
+		return 0, false
+	}
+	var d int64
+	for name, c := range cur.fns {
+		d += delta(c.inv, old.fns[name].inv)
+	}
+	return float64(d) / cur.t.Sub(old.t).Seconds(), true
+}
+
+// clusterCold is cluster cold starts per minute and the share of
+// invocations in the rate window that started cold (NaN if none).
+func (h *history) clusterCold() (perMin, share float64, ok bool) {
+	old, cur, ok := h.base()
+	if !ok {
+		return 0, math.NaN(), false
+	}
+	var cold, starts int64
+	for name, c := range cur.fns {
+		o := old.fns[name]
+		dc, dw := delta(c.cold, o.cold), delta(c.warm, o.warm)
+		cold += dc
+		starts += dc + dw
+	}
+	share = math.NaN()
+	if starts > 0 {
+		share = 100 * float64(cold) / float64(starts)
+	}
+	return float64(cold) / cur.t.Sub(old.t).Seconds() * 60, share, true
+}
+
+// Latency windows.
+var latWindows = []struct {
+	label string
+	d     time.Duration // 0: since the scheduler started
+}{{"1m", time.Minute}, {"5m", 5 * time.Minute}, {"15m", 15 * time.Minute}, {"all", 0}}
+
+// baseSnap picks the snapshot to subtract for a window ending at now: the
+// newest one at least d old, else the oldest kept (a shorter window). It
+// returns nil for "all" or when nothing is kept yet.
+func (h *history) baseSnap(now time.Time, d time.Duration) *latSnap {
+	if d <= 0 || len(h.lat) == 0 {
+		return nil
+	}
+	for i := len(h.lat) - 1; i >= 0; i-- {
+		if now.Sub(h.lat[i].t) >= d {
+			return &h.lat[i]
+		}
+	}
+	return &h.lat[0]
+}
+
+// subHist returns cur − base, bucket by bucket. If the counter went down
+// (a restart) cur is returned whole. MaxMs becomes the upper bound of the
+// highest non-empty bucket (capped by cur's max), since the true maximum
+// of a window is not known.
+func subHist(cur, base *api.Histogram) *api.Histogram {
+	if cur == nil {
+		return nil
+	}
+	if base == nil || base.Count == 0 || base.Count > cur.Count {
+		return cur.Clone()
+	}
+	out := &api.Histogram{Counts: make([]int64, len(cur.Counts))}
+	top := -1
+	for i, c := range cur.Counts {
+		if i < len(base.Counts) {
+			c -= base.Counts[i]
+		}
+		if c < 0 {
+			return cur.Clone() // histograms of different runs
+		}
+		out.Counts[i] = c
+		out.Count += c
+		if c > 0 {
+			top = i
+		}
+	}
+	out.SumMs = max(cur.SumMs-base.SumMs, 0)
+	if top >= 0 {
+		out.MaxMs = min(api.BucketBound(top), cur.MaxMs)
+	}
+	return out
+}
+
+// windowLatency returns the latency per start kind of one function ("" for
+// every function) over the window d ending at the state st, and the span
+// the window really covers (0 for "all").
+func (h *history) windowLatency(st *api.ClusterState, fn string, now time.Time, d time.Duration) (map[api.StartKind]*api.Histogram, time.Duration) {
+	cur := currentLatency(st, fn)
+	b := h.baseSnap(now, d)
+	if b == nil {
+		return cur, 0
+	}
+	var base map[api.StartKind]*api.Histogram
+	if fn == "" {
+		base = b.all
+	} else {
+		base = b.fns[fn]
+	}
+	out := make(map[api.StartKind]*api.Histogram, len(cur))
+	for k, hg := range cur {
+		out[k] = subHist(hg, base[k])
+	}
+	return out, now.Sub(b.t)
+}
+
+// currentLatency merges the cumulative histograms of one function, or of
+// every function when fn is "".
+func currentLatency(st *api.ClusterState, fn string) map[api.StartKind]*api.Histogram {
+	out := map[api.StartKind]*api.Histogram{}
+	if st == nil {
+		return out
+	}
+	for _, f := range st.Functions {
+		if fn != "" && f.Name != fn {
+			continue
+		}
+		for k, hg := range f.Latency {
+			if hg == nil {
+				continue
+			}
+			m := out[k]
+			if m == nil {
+				m = &api.Histogram{}
+				out[k] = m
+			}
+			m.Merge(hg)
+		}
+	}
+	return out
+}
+
+// mergeKinds sums the histograms of every start kind.
+func mergeKinds(m map[api.StartKind]*api.Histogram) *api.Histogram {
+	out := &api.Histogram{}
+	for _, k := range sortedKinds(m) {
+		out.Merge(m[k])
+	}
+	return out
+}
+
+func sortedKinds(m map[api.StartKind]*api.Histogram) []api.StartKind {
+	ks := make([]api.StartKind, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Slice(ks, func(i, j int) bool { return ks[i] < ks[j] })
+	return ks
+}
+
+// p99Trend is the p99 of each step between successive snapshots (and the
+// current state) for one function ("" for all) and start kind ("" for all
+// kinds), oldest first; steps without invocations are NaN.
+func (h *history) p99Trend(st *api.ClusterState, fn string, kind api.StartKind, max int) []float64 {
+	pick := func(fns map[string]map[api.StartKind]*api.Histogram, all map[api.StartKind]*api.Histogram) *api.Histogram {
+		m := all
+		if fn != "" {
+			m = fns[fn]
+		}
+		if kind == "" {
+			return mergeKinds(m)
+		}
+		return m[kind]
+	}
+	var hs []*api.Histogram
+	for _, s := range h.lat {
+		hs = append(hs, pick(s.fns, s.all))
+	}
+	if st != nil {
+		cur := currentLatency(st, fn)
+		var c *api.Histogram
+		if kind == "" {
+			c = mergeKinds(cur)
+		} else {
+			c = cur[kind]
+		}
+		if n := len(h.lat); n == 0 || !stateTime(st, time.Time{}).Equal(h.lat[n-1].t) {
+			hs = append(hs, c)
+		}
+	}
+	var out []float64
+	for i := 1; i < len(hs); i++ {
+		d := subHist(hs[i], hs[i-1])
+		if d == nil || d.Count == 0 {
+			out = append(out, math.NaN())
+			continue
+		}
+		out = append(out, d.Quantile(0.99))
+	}
+	if len(out) > max {
+		out = out[len(out)-max:]
+	}
+	return out
+}
+
+// quantileBucket is the index of the bucket holding quantile q, or -1.
+func quantileBucket(h *api.Histogram, q float64) int {
+	if h == nil || h.Count == 0 {
+		return -1
+	}
+	rank := int64(math.Ceil(q * float64(h.Count)))
+	var seen int64
+	for i, c := range h.Counts {
+		seen += c
+		if seen >= rank {
+			return i
+		}
+	}
+	return len(h.Counts) - 1
+}
+
+func clampPct(p float64) float64 {
+	if math.IsNaN(p) || p < 0 {
+		return 0
+	}
+	return min(p, 100)
+}
