@@ -40,6 +40,9 @@ type Agent struct {
 	drainTimeout time.Duration
 	logs         *logStore
 	initWait     time.Duration // bound on a cold start's init (InitTimeout)
+	snaps        *snapManager  // snapshot store and decisions (snapshot.go)
+	snapOff      bool
+	snapBudget   int64
 
 	mu    sync.Mutex
 	fns   map[fnKey]*api.Function
@@ -116,6 +119,7 @@ func New(reg Registry, opts ...Option) (*Agent, error) {
 		return nil, errors.New("agent: no launcher configured")
 	}
 	a.log = a.log.With("agent", a.name)
+	a.snaps = newSnapManager(context.Background(), a.launch, a.snapOff, a.snapBudget, a.log)
 	return a, nil
 }
 
@@ -131,6 +135,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.heartbeat(ctx)
 		a.reap(time.Now())
 		a.reconcile(ctx)
+		a.collectSnapshots(ctx)
 		select {
 		case <-ctx.Done():
 			// Tell the scheduler first, so no new work is placed here.
@@ -185,7 +190,9 @@ func (a *Agent) Instances() []api.Instance {
 	a.mu.Unlock()
 	out := make([]api.Instance, 0, len(list))
 	for _, in := range list {
-		out = append(out, in.snapshot(a.name))
+		inst := in.snapshot(a.name)
+		inst.Snapshot = a.snaps.status(fnKey{inst.Function, inst.Version})
+		out = append(out, inst)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Function != out[j].Function {
@@ -338,6 +345,12 @@ func (a *Agent) Invoke(ctx context.Context, name string, version int, reqID stri
 				res.MaxMemoryMB = int((peak + 1<<20 - 1) >> 20)
 			}
 		}
+		if res.StartKind == api.StartRestore && (errors.Is(err, errNotStarted) || errors.Is(err, errInstanceDead)) && attempt < 3 {
+			// A bad snapshot never fails an invocation: discard it, start cold.
+			a.restoredFailed(k, err)
+			a.release(k, in, false)
+			continue
+		}
 		if errors.Is(err, errNotStarted) && attempt < 3 {
 			// The runtime went away before it took the work: nothing ran, try again.
 			a.release(k, in, false)
@@ -388,6 +401,15 @@ func (a *Agent) instanceFor(ctx context.Context, k fnKey, fn *api.Function, res 
 	}
 	a.busy++
 	a.mu.Unlock()
+	if in := a.tryRestore(ctx, k, fn, res); in != nil {
+		a.mu.Lock()
+		a.all[in.id] = in
+		unstart()
+		a.mu.Unlock()
+		go a.forgetWhenDead(k, in)
+		a.notify()
+		return in, nil, nil
+	}
 	res.StartKind = api.StartCold
 	started := time.Now()
 	in, err := startInstance(ctx, instanceConfig{launcher: a.launch, id: newID(fn.Name), fn: fn, agent: a.name,
@@ -413,6 +435,7 @@ func (a *Agent) instanceFor(ctx context.Context, k fnKey, fn *api.Function, res 
 	go a.forgetWhenDead(k, in)
 	a.notify()
 	res.InitDuration = in.initTime
+	a.afterCold(k, fn, in.initTime)
 	return in, nil, nil
 }
 
@@ -428,6 +451,9 @@ func reportLine(r *api.InvokeResult) string {
 		r.RequestID, float64(r.Duration.Microseconds())/1000, r.BilledMs, r.MemoryMB, r.MaxMemoryMB)
 	if r.StartKind == api.StartCold {
 		line += fmt.Sprintf("\tInit Duration: %.2f ms", float64(r.InitDuration.Microseconds())/1000)
+	}
+	if r.StartKind == api.StartRestore {
+		line += fmt.Sprintf("\tRestore Duration: %.2f ms", float64(r.RestoreDuration.Microseconds())/1000)
 	}
 	return line
 }
@@ -517,6 +543,7 @@ func (a *Agent) Shutdown(ctx context.Context) {
 	a.mu.Lock()
 	a.close = true
 	a.mu.Unlock()
+	a.snaps.stop() // snapshots being taken: stop and remove their instances
 	// Invocations in flight finish, until ctx's deadline.
 	for {
 		a.mu.Lock()

@@ -88,6 +88,9 @@ func NewContainerd(address, agentName, initBin, stateDir string, images ImageSou
 	if err := os.MkdirAll(filepath.Join(stateDir, "netns"), 0o700); err != nil {
 		return nil, err
 	}
+	if err := writeCRIUConfig(stateDir); err != nil {
+		return nil, err
+	}
 	// amber-init runs as the instance's (unprivileged) user: it must be
 	// readable and executable by anyone. If it is not, use a copy that is.
 	if fi.Mode().Perm()&0o005 != 0o005 {
@@ -273,6 +276,18 @@ func (c *Containerd) Launch(ctx context.Context, spec launchSpec) (process, erro
 		return nil, err
 	}
 	p := &ctrProcess{c: c, id: spec.ID, netns: netns}
+	sopts := c.instanceSpec(img, spec.Fn, netns)
+	var topts []containerd.NewTaskOpts
+	if spec.Snapshot || spec.RestoreFrom != "" {
+		// Keep the instance's loopback connections (the runtime's /next)
+		// on restore: runc hands this file to criu (snapshot.go).
+		sopts = append(sopts, oci.WithAnnotations(map[string]string{criuConfigAnnotation: c.criuConfigPath()}))
+		sopts = append(sopts, c.snapshotUser()...)
+	}
+	if spec.RestoreFrom != "" {
+		p.criuWork = filepath.Join(c.stateDir, "criu-work", spec.ID)
+		topts = append(topts, withRestore(spec.RestoreFrom, p.criuWork))
+	}
 	ok := false
 	defer func() {
 		if !ok {
@@ -288,21 +303,26 @@ func (c *Containerd) Launch(ctx context.Context, spec launchSpec) (process, erro
 			LabelVersion:  strconv.Itoa(spec.Fn.Version),
 			LabelAgent:    c.agent,
 		}),
-		containerd.WithNewSpec(c.instanceSpec(img, spec.Fn, netns)...),
+		containerd.WithNewSpec(sopts...),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("create container: %w", err)
 	}
 	p.cont = cont
-	task, err := cont.NewTask(ctx, cio.NewCreator(cio.WithStreams(spec.Stdin, spec.Stdout, spec.Stderr)))
+	task, err := cont.NewTask(ctx, cio.NewCreator(cio.WithStreams(spec.Stdin, spec.Stdout, spec.Stderr)), topts...)
 	if err != nil {
 		return nil, fmt.Errorf("create task: %w", err)
 	}
 	p.task = task
-	if mc, err := findMemCgroup(Namespace, spec.ID, task.Pid()); err == nil {
-		p.mem = mc
-	} else {
-		c.log.Warn("instance memory cgroup not found: no peak or OOM figures", "instance", spec.ID, "err", err)
+	findMem := func() {
+		if mc, err := findMemCgroup(Namespace, spec.ID, task.Pid()); err == nil {
+			p.mem = mc
+		} else {
+			c.log.Warn("instance memory cgroup not found: no peak or OOM figures", "instance", spec.ID, "err", err)
+		}
+	}
+	if spec.RestoreFrom == "" {
+		findMem()
 	}
 	// The wait outlives the request that started the instance.
 	exitCh, err := task.Wait(c.ctx(context.Background()))
@@ -331,7 +351,13 @@ func (c *Containerd) Launch(ctx context.Context, spec launchSpec) (process, erro
 		close(p.exit)
 	}()
 	if err := task.Start(ctx); err != nil {
+		if spec.RestoreFrom != "" {
+			return nil, fmt.Errorf("restore task: %w%s", err, criuLogTail(p.criuWork, "restore.log"))
+		}
 		return nil, fmt.Errorf("start task: %w", err)
+	}
+	if spec.RestoreFrom != "" {
+		findMem() // a restored task has its processes only once started
 	}
 	ok = true
 	return p, nil
@@ -513,6 +539,7 @@ type ctrProcess struct {
 	exitCode uint32
 	exitErr  error
 	once     sync.Once
+	criuWork string // CRIU's work folder (logs) of a restore, removed with the instance
 
 	mem     memCgroup // the instance's memory cgroup, if found
 	memMu   sync.Mutex
@@ -561,6 +588,9 @@ func (p *ctrProcess) Close(ctx context.Context) error {
 			}
 		}
 		removeNetns(p.netns)
+		if p.criuWork != "" {
+			_ = os.RemoveAll(p.criuWork)
+		}
 	})
 	return errors.Join(errs...)
 }

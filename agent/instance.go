@@ -25,6 +25,10 @@ type launchSpec struct {
 	Stdin  io.Reader // frames to amber-init
 	Stdout io.Writer // frames from amber-init
 	Stderr io.Writer // amber-init's own diagnostics
+	// Snapshot: the instance will be checkpointed (CRIU options on).
+	Snapshot bool
+	// RestoreFrom, when set, is the CRIU image to restore the instance from.
+	RestoreFrom string
 }
 
 // process is one running instance as its launcher sees it.
@@ -93,6 +97,7 @@ type instance struct {
 	lastUsed    time.Time
 	invocations int64
 	initTime    time.Duration
+	restoreTime time.Duration // a restored instance's time to restore
 }
 
 // instanceConfig is what startInstance needs.
@@ -104,6 +109,7 @@ type instanceConfig struct {
 	initTimeout time.Duration
 	log         *slog.Logger
 	logs        func(api.LogRecord) // where the runtime's output goes
+	snapshot    bool                // to be checkpointed (launchSpec.Snapshot)
 }
 
 // startInstance launches an instance and waits for its runtime to finish
@@ -123,7 +129,7 @@ func startInstance(ctx context.Context, cfg instanceConfig) (*instance, error) {
 		in.logs = func(api.LogRecord) {}
 	}
 	start := time.Now()
-	proc, err := cfg.launcher.Launch(ctx, launchSpec{ID: id, Fn: fn, Stdin: inR, Stdout: outW, Stderr: &lineLogger{log: in.log}})
+	proc, err := cfg.launcher.Launch(ctx, launchSpec{ID: id, Fn: fn, Stdin: inR, Stdout: outW, Stderr: &lineLogger{log: in.log}, Snapshot: cfg.snapshot})
 	if err != nil {
 		inW.Close()
 		outW.Close()

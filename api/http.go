@@ -19,6 +19,7 @@ const (
 	HeaderInstance      = "Amber-Instance"
 	HeaderStartKind     = "Amber-Start-Kind"
 	HeaderInitMicros    = "Amber-Init-Duration-Us"
+	HeaderRestoreMicros = "Amber-Restore-Duration-Us"
 	HeaderDurationUs    = "Amber-Duration-Us"
 	HeaderBilledMs      = "Amber-Billed-Ms"
 	HeaderMemoryMB      = "Amber-Memory-Mb"
@@ -35,6 +36,9 @@ func (r *InvokeResult) WriteHeaders(h http.Header) {
 	h.Set(HeaderInstance, r.Instance)
 	h.Set(HeaderStartKind, string(r.StartKind))
 	h.Set(HeaderInitMicros, strconv.FormatInt(r.InitDuration.Microseconds(), 10))
+	if r.StartKind == StartRestore {
+		h.Set(HeaderRestoreMicros, strconv.FormatInt(r.RestoreDuration.Microseconds(), 10))
+	}
 	h.Set(HeaderDurationUs, strconv.FormatInt(r.Duration.Microseconds(), 10))
 	h.Set(HeaderBilledMs, strconv.FormatInt(r.BilledMs, 10))
 	h.Set(HeaderMemoryMB, strconv.Itoa(r.MemoryMB))
@@ -48,19 +52,20 @@ func (r *InvokeResult) WriteHeaders(h http.Header) {
 func ReadInvokeHeaders(h http.Header, body []byte) *InvokeResult {
 	num := func(k string) int64 { n, _ := strconv.ParseInt(h.Get(k), 10, 64); return n }
 	return &InvokeResult{
-		RequestID:     h.Get(HeaderRequestID),
-		Function:      h.Get(HeaderFunction),
-		Version:       int(num(HeaderVersion)),
-		Agent:         h.Get(HeaderAgent),
-		Instance:      h.Get(HeaderInstance),
-		StartKind:     StartKind(h.Get(HeaderStartKind)),
-		InitDuration:  time.Duration(num(HeaderInitMicros)) * time.Microsecond,
-		Duration:      time.Duration(num(HeaderDurationUs)) * time.Microsecond,
-		BilledMs:      num(HeaderBilledMs),
-		MemoryMB:      int(num(HeaderMemoryMB)),
-		MaxMemoryMB:   int(num(HeaderMaxMemoryMB)),
-		FunctionError: h.Get(HeaderFunctionError),
-		Payload:       body,
+		RequestID:       h.Get(HeaderRequestID),
+		Function:        h.Get(HeaderFunction),
+		Version:         int(num(HeaderVersion)),
+		Agent:           h.Get(HeaderAgent),
+		Instance:        h.Get(HeaderInstance),
+		StartKind:       StartKind(h.Get(HeaderStartKind)),
+		InitDuration:    time.Duration(num(HeaderInitMicros)) * time.Microsecond,
+		RestoreDuration: time.Duration(num(HeaderRestoreMicros)) * time.Microsecond,
+		Duration:        time.Duration(num(HeaderDurationUs)) * time.Microsecond,
+		BilledMs:        num(HeaderBilledMs),
+		MemoryMB:        int(num(HeaderMemoryMB)),
+		MaxMemoryMB:     int(num(HeaderMaxMemoryMB)),
+		FunctionError:   h.Get(HeaderFunctionError),
+		Payload:         body,
 	}
 }
 

@@ -218,7 +218,7 @@ func checkClock(ctx context.Context, url string) Check {
 		c.Info = "the scheduler sent no Date header"
 		return c
 	}
-	skew := time.Until(their.Add(time.Since(t0)/2)).Round(time.Second)
+	skew := time.Until(their.Add(time.Since(t0) / 2)).Round(time.Second)
 	c.Info = fmt.Sprintf("%s off the scheduler's clock", skew)
 	c.OK = skew < 5*time.Second && skew > -5*time.Second
 	return c

@@ -258,3 +258,68 @@ func BenchmarkThroughput(b *testing.B) {
 		b.Fatal(err)
 	}
 }
+
+// BenchmarkSnapshotRestore measures, for examples/heavy-init and
+// examples/hello, a cold start and a restore from a snapshot of the same
+// version on the same agent, interleaved round by round (each round
+// deploys a new version: cold start, wait for the agent's background
+// snapshot, retire the warm instance, restore), plus each snapshot's size
+// and time to take. Both are timed by the client to the first reply,
+// straight to the agent. Reports restore/cold at p50.
+func BenchmarkSnapshotRestore(b *testing.B) {
+	requireCRIU(b)
+	f := clusterB(b)
+	c := f.cluster.Client()
+	ctx := b.Context()
+	ag := f.cluster.Agents[0]
+	rounds := benchRounds(b, 10)
+	for _, ex := range []string{"heavy-init", "hello"} {
+		name := "bench-snap-" + ex
+		base := deploy(b, c, name, exampleImage(b, f, ex), func(s *api.FunctionSpec) {
+			s.MemoryMB = 256
+			s.Timeout = api.Duration(10 * time.Second)
+		})
+		var cold, restore, initD, restoreD, take []time.Duration
+		var size int64
+		for i := 0; i < rounds; i++ {
+			spec := base.FunctionSpec
+			spec.Env = map[string]string{"ROUND": strconv.Itoa(i)}
+			fn, err := c.Deploy(ctx, spec)
+			if err != nil {
+				b.Fatal(err)
+			}
+			t0 := time.Now()
+			res, err := agentInvoke(ctx, f, ag.Name(), name, fn.Version, `{}`)
+			d := time.Since(t0)
+			if err != nil || res.FunctionError != "" || res.StartKind != api.StartCold {
+				b.Fatalf("cold invoke: %v %+v", err, res)
+			}
+			cold, initD = append(cold, d), append(initD, res.InitDuration)
+			e := waitSnapshot(b, ag, name, fn.Version, t0)
+			take, size = append(take, e.TakeTime), e.Size
+			ag.RetireIdle(name)
+			t0 = time.Now()
+			res, err = agentInvoke(ctx, f, ag.Name(), name, fn.Version, `{}`)
+			d = time.Since(t0)
+			if err != nil || res.FunctionError != "" || res.StartKind != api.StartRestore {
+				b.Fatalf("restore invoke: %v %+v (decision %q)", err, res, ag.SnapshotDecision(name, fn.Version))
+			}
+			restore, restoreD = append(restore, d), append(restoreD, res.RestoreDuration)
+			ag.RetireIdle(name)
+			if i == rounds-1 {
+				b.Logf("%s: decision after the last round: %s", ex, ag.SnapshotDecision(name, fn.Version))
+			}
+		}
+		cp50, rp50 := percentile(cold, 50), percentile(restore, 50)
+		b.ReportMetric(ms(cp50), ex+"-cold-p50-ms")
+		b.ReportMetric(ms(percentile(cold, 99)), ex+"-cold-p99-ms")
+		b.ReportMetric(ms(rp50), ex+"-restore-p50-ms")
+		b.ReportMetric(ms(percentile(restore, 99)), ex+"-restore-p99-ms")
+		b.ReportMetric(float64(rp50)/float64(cp50), ex+"-restore/cold")
+		b.ReportMetric(float64(size)/(1<<20), ex+"-snapshot-MB")
+		b.ReportMetric(ms(percentile(take, 50)), ex+"-take-p50-ms")
+		b.Logf("%s, %d rounds: cold p50 %.1f ms p99 %.1f ms (init p50 %.1f ms); restore p50 %.1f ms p99 %.1f ms (agent's restore p50 %.1f ms); restore/cold %.2f; snapshot %.1f MB, taken in p50 %.1f ms",
+			ex, rounds, ms(cp50), ms(percentile(cold, 99)), ms(percentile(initD, 50)), ms(rp50), ms(percentile(restore, 99)),
+			ms(percentile(restoreD, 50)), float64(rp50)/float64(cp50), float64(size)/(1<<20), ms(percentile(take, 50)))
+	}
+}

@@ -233,7 +233,25 @@ func cmdLs(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%d\t%d MB\t%s\t%d\t%s\t%s\n", f.Name, f.Version, f.MemoryMB, f.Timeout,
 			f.Stats.Invocations, last, strings.Join(inst, " "))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// How each agent starts new instances of each version, and why.
+	var snaps []string
+	seen := map[string]bool{}
+	for _, f := range fns {
+		for _, in := range f.Instances {
+			line := fmt.Sprintf("  %s v%d on %s: %s", in.Function, in.Version, in.Agent, in.Snapshot)
+			if in.Snapshot != "" && !seen[line] {
+				seen[line] = true
+				snaps = append(snaps, line)
+			}
+		}
+	}
+	if len(snaps) > 0 {
+		fmt.Fprintf(stdout, "\nsnapshots:\n%s\n", strings.Join(snaps, "\n"))
+	}
+	return nil
 }
 
 // The console sees the cluster through its own small interface.
