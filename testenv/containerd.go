@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -130,10 +132,44 @@ func (c *Containerd) Stop() error {
 		err = <-c.done
 	}
 	c.done <- err // a second Stop returns at once
+	if n := killShims(c.Address); n > 0 {
+		fmt.Fprintf(c.logFile, "testenv: killed %d shim(s) left running after containerd stopped\n", n)
+		slog.Warn("killed shims left running after containerd stopped", "count", n, "address", c.Address)
+	}
 	c.logFile.Close()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		return nil // terminated by our signal
 	}
 	return err
+}
+
+// killShims kills containerd-shim processes still serving tasks of the
+// daemon at address once it is gone, so a stopped test daemon leaves no
+// processes behind. It returns how many it killed.
+func killShims(address string) int {
+	dirs, _ := os.ReadDir("/proc")
+	n := 0
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if len(args) == 0 || !strings.Contains(filepath.Base(args[0]), "containerd-shim") {
+			continue
+		}
+		for i, a := range args {
+			if a == "-address" && i+1 < len(args) && args[i+1] == address {
+				if syscall.Kill(pid, syscall.SIGKILL) == nil {
+					n++
+				}
+			}
+		}
+	}
+	return n
 }
