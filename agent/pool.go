@@ -123,13 +123,20 @@ func (a *Agent) prewarm(ctx context.Context, k fnKey) {
 		a.log.Warn("prewarm: function", "function", k.name, "version", k.version, "err", err)
 		return
 	}
-	in, err := startInstance(ctx, instanceConfig{launcher: a.launch, id: newID(fn.Name), fn: fn, agent: a.name,
-		initTimeout: a.initWait, log: a.log, logs: a.logs.add})
-	if err != nil {
-		done()
-		a.log.Warn("prewarm failed", "function", k.name, "version", k.version, "err", err)
-		return
+	// Refill by restoring where that is faster than init, as invocations do.
+	in := a.tryRestore(ctx, k, fn, &api.InvokeResult{})
+	if in == nil {
+		var err error
+		in, err = startInstance(ctx, instanceConfig{launcher: a.launch, id: newID(fn.Name), fn: fn, agent: a.name,
+			initTimeout: a.initWait, log: a.log, logs: a.logs.add})
+		if err != nil {
+			done()
+			a.log.Warn("prewarm failed", "function", k.name, "version", k.version, "err", err)
+			return
+		}
+		a.afterCold(k, fn, in.initTime)
 	}
+	kind := in.kind // before the instance is shared
 	in.mu.Lock()
 	in.lastUsed = time.Now()
 	in.mu.Unlock()
@@ -144,7 +151,7 @@ func (a *Agent) prewarm(ctx context.Context, k fnKey) {
 	a.idle[k] = append([]*instance{in}, a.idle[k]...) // least recently used end
 	a.mu.Unlock()
 	go a.forgetWhenDead(k, in)
-	a.log.Info("prewarmed", "function", k.name, "version", k.version, "instance", in.id, "init", in.initTime)
+	a.log.Info("prewarmed", "function", k.name, "version", k.version, "instance", in.id, "start", kind, "init", in.initTime)
 	a.notify()
 }
 

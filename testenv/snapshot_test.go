@@ -362,3 +362,38 @@ func TestSnapshotBadFallsBackCold(t *testing.T) {
 		})
 	}
 }
+
+// TestPoolRefillsByRestore: a pool on an agent holding a faster snapshot
+// is refilled by restoring, not by init.
+func TestPoolRefillsByRestore(t *testing.T) {
+	requireCRIU(t)
+	f := cluster(t)
+	c := f.cluster.Client()
+	ctx := t.Context()
+	fn := deploy(t, c, "snap-pool", exampleImage(t, f, "heavy-init"), func(s *api.FunctionSpec) {
+		s.MemoryMB = 256
+		s.Timeout = api.Duration(10 * time.Second)
+	})
+	t0 := time.Now()
+	cold, err := c.Invoke(ctx, "snap-pool", []byte(`{}`))
+	if err != nil || cold.StartKind != api.StartCold {
+		t.Fatalf("first invoke: %v %+v", err, cold)
+	}
+	ag := agentNamed(t, f, cold.Agent)
+	waitSnapshot(t, ag, "snap-pool", fn.Version, t0)
+	ag.RetireIdle("snap-pool")
+	if _, err := c.SetPool(ctx, "snap-pool", api.PoolChange{MinWarm: ptr(2)}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.SetPool(context.WithoutCancel(ctx), "snap-pool", api.PoolChange{MinWarm: ptr(0), KeepAlive: ptr(api.Duration(time.Second))})
+	waitFor(t, "two idle instances", func() bool { idle, _, _ := instancesOf(t, c, "snap-pool"); return idle == 2 })
+	restored := 0
+	for _, in := range ag.Instances() {
+		if in.Function == "snap-pool" && in.StartKind == api.StartRestore {
+			restored++
+		}
+	}
+	if restored == 0 {
+		t.Errorf("agent %s refilled its pool share without restoring (decision %q): %+v", ag.Name(), ag.SnapshotDecision("snap-pool", fn.Version), ag.Instances())
+	}
+}
