@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -32,14 +31,8 @@ func cmdDLQ(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	switch *output {
-	case "json":
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(dl)
-	case "table":
-	default:
-		return api.Invalid("o", "%q: want table or json", *output)
+	if done, err := emitJSON(stdout, *output, dl); done || err != nil {
+		return err
 	}
 	if len(dl) == 0 {
 		fmt.Fprintln(stdout, "no dead letters")
@@ -148,14 +141,8 @@ func cmdBill(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	switch *output {
-	case "json":
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(b)
-	case "table":
-	default:
-		return api.Invalid("o", "%q: want table or json", *output)
+	if done, err := emitJSON(stdout, *output, b); done || err != nil {
+		return err
 	}
 	return printBill(stdout, b)
 }

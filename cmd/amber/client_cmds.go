@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -207,14 +206,8 @@ func cmdLs(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	switch *output {
-	case "json":
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(fns)
-	case "table":
-	default:
-		return api.Invalid("o", "%q: want table or json", *output)
+	if done, err := emitJSON(stdout, *output, fns); done || err != nil {
+		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tVERSION\tMEMORY\tTIMEOUT\tINVOCATIONS\tLAST START\tINSTANCES")
@@ -358,10 +351,8 @@ func cmdPool(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
+	if done, err := emitJSON(stdout, *output, st); done || err != nil {
+		return err
 	}
 	auto2 := "off"
 	if st.Auto {
