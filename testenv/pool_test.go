@@ -179,3 +179,8 @@ func TestPoolShrinkWhileBusyDropsNothing(t *testing.T) {
 	// Keep-alive expiry then retires the extras.
 	waitFor(t, "keep-alive to retire the instances", func() bool { _, _, total := instancesOf(t, c, "pool-shrink"); return total == 0 })
 }
+
+// poolOff is a pool change back to nothing warm, retired quickly.
+func poolOff() api.PoolChange {
+	return api.PoolChange{MinWarm: ptr(0), KeepAlive: ptr(api.Duration(time.Second))}
+}
