@@ -22,13 +22,6 @@ import (
 	"github.com/amberfn/amber/tui"
 )
 
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
-
 // serve runs h on ln until ctx ends.
 func serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
@@ -48,8 +41,12 @@ func cmdScheduler(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("scheduler", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:7700", "address to serve the API on")
 	data := fs.String("data", "/var/lib/amber/scheduler", "data folder (registry, images)")
-	token := fs.String("token", os.Getenv("AMBER_TOKEN"), "API token (default $AMBER_TOKEN)")
+	token := fs.String("token", "", "API token (default: $AMBER_TOKEN, else made in the data folder)")
+	config := fs.String("config", "", "configuration file (default $AMBER_CONFIG, else /etc/amber/amber.json if present)")
 	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := configure(fs, "scheduler", *config); err != nil {
 		return err
 	}
 	log := newLogger(stderr)
@@ -92,14 +89,18 @@ func cmdAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	name := fs.String("name", sanitize(host), "agent name ([a-z0-9-])")
 	listen := fs.String("listen", "127.0.0.1:7701", "address to serve the agent API on")
 	advertise := fs.String("advertise", "", "URL the scheduler reaches this agent at (default http://LISTEN)")
-	sched := fs.String("scheduler", envOr("AMBER_SCHEDULER", "http://127.0.0.1:7700"), "scheduler URL")
-	token := fs.String("token", os.Getenv("AMBER_TOKEN"), "API token (default $AMBER_TOKEN)")
+	sched := fs.String("scheduler", "http://127.0.0.1:7700", "scheduler URL ($AMBER_SCHEDULER)")
+	token := fs.String("token", "", "API token ($AMBER_TOKEN)")
+	config := fs.String("config", "", "configuration file (default $AMBER_CONFIG, else /etc/amber/amber.json if present)")
 	ctrd := fs.String("containerd", "/run/containerd/containerd.sock", "containerd socket")
 	initBin := fs.String("init", defaultInit(), "path of the static amber-init binary")
 	state := fs.String("state", "/var/lib/amber/agent", "state folder")
 	capacity := fs.Int("capacity", 4096, "memory for instances, MB")
 	keepAlive := fs.Duration("keep-alive", 10*time.Minute, "how long an idle instance lives")
 	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := configure(fs, "agent", *config); err != nil {
 		return err
 	}
 	log := newLogger(stderr)
