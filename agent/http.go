@@ -27,12 +27,14 @@ func mustJSON(v any) []byte {
 //	                                    Amber-Log-Type: Tail adds Amber-Log-Result, the base64 of the log tail)
 //	GET  /v1/functions/{name}/logs?since=RFC3339Nano&limit=N
 //	GET  /v1/instances
+//	POST /v1/images/pull               ({"image":"host/repo@sha256:…"} → ndjson api.PullProgress lines; pullhttp.go)
 //	GET  /healthz
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("POST /v1/functions/{name}/invoke", a.auth(a.handleInvoke))
 	mux.HandleFunc("GET /v1/functions/{name}/logs", a.auth(a.handleLogs))
+	mux.HandleFunc("POST /v1/images/pull", a.auth(a.handlePull))
 	mux.HandleFunc("GET /v1/instances", a.auth(func(w http.ResponseWriter, _ *http.Request) {
 		api.WriteJSON(w, http.StatusOK, a.Instances())
 	}))

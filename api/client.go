@@ -202,6 +202,66 @@ func (c *Client) Deploy(ctx context.Context, spec FunctionSpec) (*Function, erro
 	return &fn, nil
 }
 
+// DeployWithProgress is Deploy asking for a streamed reply: for a
+// registry reference the scheduler has an agent pull the image first and
+// progress (when not nil) sees each line of that pull. A failed pull is a
+// *StatusError naming the reference; the earlier version keeps serving.
+func (c *Client) DeployWithProgress(ctx context.Context, spec FunctionSpec, progress func(DeployProgress)) (*Function, error) {
+	if err := ValidateName("name", spec.Name); err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	path := fnPath(spec.Name)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, c.base+path, bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", ContentTypeNDJSON+", application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("PUT %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return nil, statusError(resp)
+	}
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), ContentTypeNDJSON) {
+		var fn Function
+		if err := json.NewDecoder(resp.Body).Decode(&fn); err != nil {
+			return nil, fmt.Errorf("PUT %s: decode reply: %w", path, err)
+		}
+		return &fn, nil
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		var l DeployProgress
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return nil, fmt.Errorf("PUT %s: bad progress line %q: %w", path, sc.Text(), err)
+		}
+		switch {
+		case l.Failure != nil:
+			return nil, &StatusError{Status: l.HTTPCode, err: SentinelFor(l.HTTPCode),
+				Code: l.Failure.Code, Message: l.Failure.Message, Field: l.Failure.Field}
+		case l.Function != nil:
+			return l.Function, nil
+		case progress != nil:
+			progress(l)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("PUT %s: %w", path, err)
+	}
+	return nil, fmt.Errorf("PUT %s: the deploy stream ended without an outcome: %w", path, ErrUnavailable)
+}
+
 // Functions lists every function's latest version with its instances and
 // counters, sorted by name.
 func (c *Client) Functions(ctx context.Context) ([]FunctionStatus, error) {

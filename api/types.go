@@ -390,3 +390,37 @@ type Bill struct {
 	WarmPoolsCostPerHour float64        `json:"warm_pools_cost_per_hour"`
 	WarmPools            []WarmPoolCost `json:"warm_pools"`
 }
+
+// ContentTypeNDJSON is newline-delimited JSON: a deploy by registry
+// reference asked with "Accept: application/x-ndjson" streams
+// DeployProgress lines while an agent pre-pulls the image.
+const ContentTypeNDJSON = "application/x-ndjson"
+
+// PullRequest asks an agent to pull a pinned registry reference
+// (POST /v1/images/pull on the agent).
+type PullRequest struct {
+	Image string `json:"image"` // "host/repo@sha256:<hex>"
+}
+
+// PullProgress is one line of an agent's pull stream: progress (Status,
+// Bytes of Total fetched so far), then a last line with Done or Error.
+type PullProgress struct {
+	Status string `json:"status,omitempty"`
+	Bytes  int64  `json:"bytes,omitempty"`
+	Total  int64  `json:"total,omitempty"`
+	Done   bool   `json:"done,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// DeployProgress is one line of a streamed deploy: pull progress, then a
+// last line with the deployed Function (Created when a new version was
+// stored) or the Failure and the HTTP status it would have had.
+type DeployProgress struct {
+	Status   string       `json:"status,omitempty"`
+	Bytes    int64        `json:"bytes,omitempty"`
+	Total    int64        `json:"total,omitempty"`
+	Function *Function    `json:"function,omitempty"`
+	Created  bool         `json:"created,omitempty"`
+	Failure  *ErrorDetail `json:"failure,omitempty"`
+	HTTPCode int          `json:"http_status,omitempty"`
+}

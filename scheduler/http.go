@@ -221,9 +221,22 @@ func (s *Scheduler) handleDeploy(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, err)
 		return
 	}
+	// It is pulled by the function's home agent before the version is
+	// stored: a failed pull leaves the earlier version serving.
+	stream := &deployStream{w: w, want: strings.Contains(r.Header.Get("Accept"), api.ContentTypeNDJSON)}
+	if spec.Image != "" && !api.IsArchiveDigest(spec.Image) {
+		ref := spec.ImageRef
+		if ref == "" {
+			ref = spec.Image
+		}
+		if err := s.prePull(r.Context(), stream, name, ref, spec.Image); err != nil {
+			stream.finish(0, nil, err)
+			return
+		}
+	}
 	fn, created, err := s.deploy(name, spec)
 	if err != nil {
-		api.WriteError(w, err)
+		stream.finish(0, nil, err)
 		return
 	}
 	status := http.StatusOK
@@ -233,7 +246,7 @@ func (s *Scheduler) handleDeploy(w http.ResponseWriter, r *http.Request) {
 		s.log.Info("function deployed", "function", fn.Name, "version", fn.Version, "image", fn.Image,
 			"memory_mb", fn.MemoryMB, "timeout", fn.Timeout.String())
 	}
-	api.WriteJSON(w, status, fn)
+	stream.finish(status, fn, nil)
 }
 
 // deploy applies defaults, validates spec and stores it as name's next

@@ -125,8 +125,8 @@ func isImageRef(image string) bool {
 }
 
 // deployRef deploys a registry reference: the scheduler resolves it to a
-// linux/amd64 manifest, which the function is pinned to; agents pull it on
-// first use.
+// linux/amd64 manifest, which the function is pinned to; the function's
+// home agent pulls it before the version is stored, its progress shown.
 func deployRef(ctx context.Context, spec api.FunctionSpec, ref string, stdout io.Writer) error {
 	c := client()
 	start := time.Now()
@@ -137,13 +137,23 @@ func deployRef(ctx context.Context, spec api.FunctionSpec, ref string, stdout io
 	fmt.Fprintf(stdout, "resolved %s in %s\n  %s\n  manifest %s (%s), %d layers, %s\n",
 		res.Ref, time.Since(start).Round(time.Millisecond), res.Image, res.Manifest, res.Platform, res.Layers, humanBytes(res.Size))
 	spec.Image, spec.ImageRef = res.Image, ref
-	fn, err := c.Deploy(ctx, spec)
+	fn, err := c.DeployWithProgress(ctx, spec, func(p api.DeployProgress) {
+		fmt.Fprintln(stdout, progressLine(p))
+	})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "deployed %s version %d (%d MB, timeout %s, image %s)\nagents pull the image on first use\n",
+	fmt.Fprintf(stdout, "deployed %s version %d (%d MB, timeout %s, image %s)\n",
 		fn.Name, fn.Version, fn.MemoryMB, fn.Timeout, fn.Image)
 	return nil
+}
+
+// progressLine is one pull progress line: "pulling 12.3/51.1 MB".
+func progressLine(p api.DeployProgress) string {
+	if p.Total == 0 && p.Bytes == 0 {
+		return p.Status
+	}
+	return fmt.Sprintf("%s %.1f/%.1f MB", p.Status, float64(p.Bytes)/1e6, float64(p.Total)/1e6)
 }
 
 func humanBytes(n int64) string {
