@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
@@ -26,6 +27,7 @@ func mustJSON(v any) []byte {
 //	POST /v1/functions/{name}/invoke   (Amber-Function-Version, Amber-Request-Id headers; body = payload;
 //	                                    Amber-Log-Type: Tail adds Amber-Log-Result, the base64 of the log tail)
 //	GET  /v1/functions/{name}/logs?since=RFC3339Nano&limit=N
+//	GET  /v1/images                   what the image store holds (name, digest, size, in use)
 //	GET  /v1/instances
 //	POST /v1/images/pull               ({"image":"host/repo@sha256:…"} → ndjson api.PullProgress lines; pullhttp.go)
 //	GET  /healthz
@@ -35,6 +37,7 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/functions/{name}/invoke", a.auth(a.handleInvoke))
 	mux.HandleFunc("GET /v1/functions/{name}/logs", a.auth(a.handleLogs))
 	mux.HandleFunc("POST /v1/images/pull", a.auth(a.handlePull))
+	mux.HandleFunc("GET /v1/images", a.auth(a.handleImages))
 	mux.HandleFunc("GET /v1/instances", a.auth(func(w http.ResponseWriter, _ *http.Request) {
 		api.WriteJSON(w, http.StatusOK, a.Instances())
 	}))
@@ -109,4 +112,21 @@ func (a *Agent) handleLogs(w http.ResponseWriter, r *http.Request) {
 		limit = n
 	}
 	api.WriteJSON(w, http.StatusOK, a.Logs(name, since, limit))
+}
+
+// handleImages says what the agent's image store holds.
+func (a *Agent) handleImages(w http.ResponseWriter, r *http.Request) {
+	lister, ok := a.launch.(interface {
+		Images(context.Context) ([]ImageInfo, error)
+	})
+	if !ok {
+		api.WriteError(w, fmt.Errorf("this agent's launcher keeps no images: %w", api.ErrUnavailable))
+		return
+	}
+	imgs, err := lister.Images(r.Context())
+	if err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, imgs)
 }

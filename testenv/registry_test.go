@@ -33,6 +33,7 @@ import (
 	"github.com/containerd/containerd/images"
 	"github.com/containerd/containerd/platforms"
 
+	"github.com/amberfn/amber/agent"
 	"github.com/amberfn/amber/api"
 	"github.com/amberfn/amber/remote"
 )
@@ -770,4 +771,40 @@ func benchRegistryPull(b *testing.B) {
 		"cold start with the image present p50 %.0f ms (init %.0f ms); ratio %.1f",
 		rounds, float64(size)/(1<<20), ms(pull), float64(size)/(1<<20)/pull.Seconds(), ms(first), ms(percentile(firstInits, 50)),
 		ms(present), ms(percentile(presentInits, 50)), float64(first)/float64(present))
+}
+
+func TestAgentListsItsImages(t *testing.T) {
+	f := cluster(t)
+	c := f.cluster.Client()
+	deploy(t, c, "img-list", f.images["shell"])
+	res, err := c.Invoke(t.Context(), "img-list", []byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	agents, err := c.Agents(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range agents {
+		if a.Name != res.Agent {
+			continue
+		}
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.URL+"/v1/images", nil)
+		req.Header.Set("Authorization", "Bearer "+f.cluster.Token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var imgs []agent.ImageInfo
+		if err := json.NewDecoder(resp.Body).Decode(&imgs); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET /v1/images: %s %v", resp.Status, err)
+		}
+		for _, im := range imgs {
+			if im.Size > 0 && im.Name != "" {
+				return
+			}
+		}
+		t.Errorf("agent %s lists no image with a name and size: %+v", a.Name, imgs)
+	}
 }
