@@ -305,8 +305,8 @@ func (s *Scheduler) forward(w http.ResponseWriter, ctx context.Context, fn *api.
 	if wantsLogTail(ctx) {
 		req.Header.Set(api.HeaderLogType, api.LogTypeTail)
 	}
-	if s.token != "" {
-		req.Header.Set("Authorization", "Bearer "+s.token)
+	if tok := s.agentToken(); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	start := time.Now()
 	resp, err := s.hc.Do(req)

@@ -66,15 +66,17 @@ func (s *Scheduler) Handler() http.Handler {
 		io.WriteString(w, "ok\n")
 	})
 	v1 := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.auth(h)) }
+	// What agents call takes the join token as well as the API token.
+	forAgents := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.auth(h, s.joinToken)) }
 	v1("POST /v1/images", s.handleUploadImage)
-	v1("GET /v1/images/{digest}", s.handleGetImage)
+	forAgents("GET /v1/images/{digest}", s.handleGetImage)
 	v1("POST /v1/images/resolve", s.handleResolveImage)
 	v1("PUT /v1/functions/{name}", s.handleDeploy)
 	v1("GET /v1/functions", s.handleListFunctions)
 	v1("GET /v1/functions/{name}", s.handleGetFunction)
 	v1("DELETE /v1/functions/{name}", s.handleDeleteFunction)
 	v1("GET /v1/functions/{name}/versions", s.handleListVersions)
-	v1("GET /v1/functions/{name}/versions/{version}", s.handleGetVersion)
+	forAgents("GET /v1/functions/{name}/versions/{version}", s.handleGetVersion)
 	v1("POST /v1/functions/{name}/invoke", s.handleInvoke)
 	// async events, cron triggers, ledger (async.go, cron.go, ledger.go)
 	v1("GET /v1/functions/{name}/async", s.handleGetAsync)
@@ -90,7 +92,7 @@ func (s *Scheduler) Handler() http.Handler {
 	v1("GET /v1/functions/{name}/logs", s.handleLogs)
 	v1("GET /v1/functions/{name}/pool", s.handleGetPool)
 	v1("PUT /v1/functions/{name}/pool", s.handlePutPool)
-	v1("POST /v1/agents/heartbeat", s.handleHeartbeat)
+	forAgents("POST /v1/agents/heartbeat", s.handleHeartbeat)
 	v1("GET /v1/agents", s.handleListAgents)
 	v1("POST /v1/agents/{name}/drain", s.handleDrain)
 	v1("DELETE /v1/agents/{name}/drain", s.handleDrain)
@@ -111,19 +113,38 @@ func (s *Scheduler) Handler() http.Handler {
 }
 
 // auth checks the bearer token in constant time.
-func (s *Scheduler) auth(h http.Handler) http.Handler {
+func (s *Scheduler) auth(h http.Handler, also ...string) http.Handler {
 	if s.token == "" {
 		return h
 	}
-	want := []byte("Bearer " + s.token)
+	wants := [][]byte{[]byte("Bearer " + s.token)}
+	for _, t := range also {
+		if t != "" {
+			wants = append(wants, []byte("Bearer "+t))
+		}
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+		got := []byte(r.Header.Get("Authorization"))
+		ok := 0
+		for _, want := range wants {
+			ok |= subtle.ConstantTimeCompare(got, want)
+		}
+		if ok != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="amber"`)
 			api.WriteError(w, fmt.Errorf("missing or wrong bearer token: %w", api.ErrUnauthorized))
 			return
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// agentToken is what the scheduler presents to agents: the join token
+// when there is one, else the API token.
+func (s *Scheduler) agentToken() string {
+	if s.joinToken != "" {
+		return s.joinToken
+	}
+	return s.token
 }
 
 // writeError writes err as an api.ErrorBody; agent failures are 502.

@@ -101,8 +101,8 @@ func (s *Scheduler) agentLogs(ctx context.Context, agentURL, name string, q url.
 	if err != nil {
 		return nil, err
 	}
-	if s.token != "" {
-		req.Header.Set("Authorization", "Bearer "+s.token)
+	if tok := s.agentToken(); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := s.hc.Do(req)
 	if err != nil {

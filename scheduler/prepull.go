@@ -109,8 +109,8 @@ func (s *Scheduler) prePull(ctx context.Context, d *deployStream, name, ref, ima
 		return fmt.Errorf("image %s: bad agent URL %q: %v: %w", ref, agentURL, err, errBadGateway)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if s.token != "" {
-		req.Header.Set("Authorization", "Bearer "+s.token)
+	if tok := s.agentToken(); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	start := time.Now()
 	d.line(api.DeployProgress{Status: "pulling on " + agent})

@@ -47,6 +47,7 @@ const (
 type Scheduler struct {
 	dataDir       string
 	token         string
+	joinToken     string
 	log           *slog.Logger
 	hc            *http.Client
 	now           func() time.Time
@@ -88,6 +89,11 @@ func WithDataDir(dir string) Option { return func(s *Scheduler) { s.dataDir = di
 // WithToken makes every /v1 endpoint require "Authorization: Bearer TOKEN",
 // and is sent to agents when forwarding invocations. Empty disables auth.
 func WithToken(tok string) Option { return func(s *Scheduler) { s.token = tok } }
+
+// WithJoinToken sets the token agents use: it opens only what agents call
+// (heartbeats, function versions, image downloads), and the scheduler
+// presents it to agents. Empty: agents use the API token.
+func WithJoinToken(tok string) Option { return func(s *Scheduler) { s.joinToken = tok } }
 
 // WithLogger sets the logger (default: discard).
 func WithLogger(l *slog.Logger) Option {

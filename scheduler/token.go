@@ -9,13 +9,21 @@ import (
 	"strings"
 )
 
-// TokenFile is where a scheduler keeps its generated API token.
-const TokenFile = "token"
+// Where a scheduler keeps the tokens it generates.
+const (
+	TokenFile     = "token"      // the API token: operators, CLI, console
+	JoinTokenFile = "join-token" // what agents join with
+)
 
 // LoadOrCreateToken returns the API token kept in dir/token, making one
 // (24 random bytes, hex, mode 0600) on first start.
-func LoadOrCreateToken(dir string) (string, error) {
-	p := filepath.Join(dir, TokenFile)
+func LoadOrCreateToken(dir string) (string, error) { return loadOrCreate(dir, TokenFile) }
+
+// LoadOrCreateJoinToken is LoadOrCreateToken for the agents' join token.
+func LoadOrCreateJoinToken(dir string) (string, error) { return loadOrCreate(dir, JoinTokenFile) }
+
+func loadOrCreate(dir, file string) (string, error) {
+	p := filepath.Join(dir, file)
 	if b, err := os.ReadFile(p); err == nil {
 		if tok := strings.TrimSpace(string(b)); tok != "" {
 			return tok, nil

@@ -42,12 +42,20 @@ func cmdScheduler(ctx context.Context, args []string, stderr io.Writer) error {
 	listen := fs.String("listen", "127.0.0.1:7700", "address to serve the API on")
 	data := fs.String("data", "/var/lib/amber/scheduler", "data folder (registry, images)")
 	token := fs.String("token", "", "API token (default: $AMBER_TOKEN, else made in the data folder)")
+	join := fs.String("join-token", "", "token agents join with (default: made in the data folder)")
 	config := fs.String("config", "", "configuration file (default $AMBER_CONFIG, else /etc/amber/amber.json if present)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
 	if err := configure(fs, "scheduler", *config); err != nil {
 		return err
+	}
+	if *join == "" {
+		tok, err := scheduler.LoadOrCreateJoinToken(*data)
+		if err != nil {
+			return err
+		}
+		*join = tok
 	}
 	log := newLogger(stderr)
 	if *token == "" {
@@ -58,7 +66,7 @@ func cmdScheduler(ctx context.Context, args []string, stderr io.Writer) error {
 		*token = tok
 		log.Info("API token in the data folder", "file", filepath.Join(*data, scheduler.TokenFile))
 	}
-	s, err := scheduler.New(scheduler.WithDataDir(*data), scheduler.WithToken(*token), scheduler.WithLogger(log))
+	s, err := scheduler.New(scheduler.WithDataDir(*data), scheduler.WithToken(*token), scheduler.WithJoinToken(*join), scheduler.WithLogger(log))
 	if err != nil {
 		return err
 	}
@@ -90,7 +98,7 @@ func cmdAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	listen := fs.String("listen", "127.0.0.1:7701", "address to serve the agent API on")
 	advertise := fs.String("advertise", "", "URL the scheduler reaches this agent at (default http://LISTEN)")
 	sched := fs.String("scheduler", "http://127.0.0.1:7700", "scheduler URL ($AMBER_SCHEDULER)")
-	token := fs.String("token", "", "API token ($AMBER_TOKEN)")
+	token := fs.String("token", "", "the scheduler's join token (or its API token) ($AMBER_TOKEN)")
 	config := fs.String("config", "", "configuration file (default $AMBER_CONFIG, else /etc/amber/amber.json if present)")
 	ctrd := fs.String("containerd", "/run/containerd/containerd.sock", "containerd socket")
 	initBin := fs.String("init", defaultInit(), "path of the static amber-init binary")
