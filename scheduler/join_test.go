@@ -3,7 +3,6 @@ package scheduler
 import (
 	"net/http"
 	"testing"
-
 )
 
 // TestJoinTokenOpensOnlyWhatAgentsCall: agents join with their own token,
