@@ -117,7 +117,16 @@ func client() *api.Client {
 	if url == "" {
 		url = "http://127.0.0.1:7700"
 	}
-	return api.NewClient(url, api.WithToken(os.Getenv("AMBER_TOKEN")))
+	opts := []api.ClientOption{api.WithToken(os.Getenv("AMBER_TOKEN"))}
+	if ca := os.Getenv("AMBER_CA"); ca != "" {
+		hc, err := httpClient(ca)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "amber: AMBER_CA:", err)
+			os.Exit(2)
+		}
+		opts = append(opts, api.WithHTTPClient(hc))
+	}
+	return api.NewClient(url, opts...)
 }
 
 // newLogger logs to w at the level named by AMBER_LOG (debug, info, warn,

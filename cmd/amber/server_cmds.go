@@ -23,10 +23,16 @@ import (
 )
 
 // serve runs h on ln until ctx ends.
-func serve(ctx context.Context, ln net.Listener, h http.Handler) error {
+func serve(ctx context.Context, ln net.Listener, h http.Handler, certKey ...string) error {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if len(certKey) == 2 && certKey[0] != "" {
+			errc <- srv.ServeTLS(ln, certKey[0], certKey[1])
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return err
@@ -43,11 +49,19 @@ func cmdScheduler(ctx context.Context, args []string, stderr io.Writer) error {
 	data := fs.String("data", "/var/lib/amber/scheduler", "data folder (registry, images)")
 	token := fs.String("token", "", "API token (default: $AMBER_TOKEN, else made in the data folder)")
 	join := fs.String("join-token", "", "token agents join with (default: made in the data folder)")
+	tlsf := addTLSFlags(fs, "agents")
 	config := fs.String("config", "", "configuration file (default $AMBER_CONFIG, else /etc/amber/amber.json if present)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
 	if err := configure(fs, "scheduler", *config); err != nil {
+		return err
+	}
+	if err := tlsf.check(); err != nil {
+		return err
+	}
+	hc, err := httpClient(*tlsf.ca)
+	if err != nil {
 		return err
 	}
 	if *join == "" {
@@ -66,7 +80,7 @@ func cmdScheduler(ctx context.Context, args []string, stderr io.Writer) error {
 		*token = tok
 		log.Info("API token in the data folder", "file", filepath.Join(*data, scheduler.TokenFile))
 	}
-	s, err := scheduler.New(scheduler.WithDataDir(*data), scheduler.WithToken(*token), scheduler.WithJoinToken(*join), scheduler.WithLogger(log))
+	s, err := scheduler.New(scheduler.WithDataDir(*data), scheduler.WithToken(*token), scheduler.WithJoinToken(*join), scheduler.WithHTTPClient(hc), scheduler.WithLogger(log))
 	if err != nil {
 		return err
 	}
@@ -78,7 +92,7 @@ func cmdScheduler(ctx context.Context, args []string, stderr io.Writer) error {
 	log.Info("scheduler serving", "addr", ln.Addr().String(), "data", *data)
 	_ = ops.Notify("READY=1")
 	defer ops.Notify("STOPPING=1")
-	return serve(ctx, ln, s.Handler())
+	return serve(ctx, ln, s.Handler(), *tlsf.cert, *tlsf.key)
 }
 
 func cmdAgent(ctx context.Context, args []string, stderr io.Writer) error {
@@ -105,14 +119,22 @@ func cmdAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	state := fs.String("state", "/var/lib/amber/agent", "state folder")
 	capacity := fs.Int("capacity", 4096, "memory for instances, MB")
 	keepAlive := fs.Duration("keep-alive", 10*time.Minute, "how long an idle instance lives")
+	tlsf := addTLSFlags(fs, "the scheduler")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
 	if err := configure(fs, "agent", *config); err != nil {
 		return err
 	}
+	if err := tlsf.check(); err != nil {
+		return err
+	}
+	hc, err := httpClient(*tlsf.ca)
+	if err != nil {
+		return err
+	}
 	log := newLogger(stderr)
-	client := api.NewClient(*sched, api.WithToken(*token))
+	client := api.NewClient(*sched, api.WithToken(*token), api.WithHTTPClient(hc))
 	ctr, err := agent.NewContainerd(*ctrd, *name, *initBin, *state, client, log)
 	if err != nil {
 		return err
@@ -128,7 +150,11 @@ func cmdAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	if *advertise == "" {
-		*advertise = "http://" + ln.Addr().String()
+		scheme := "http://"
+		if *tlsf.cert != "" {
+			scheme = "https://"
+		}
+		*advertise = scheme + ln.Addr().String()
 	}
 	a, err := agent.New(client, agent.WithName(*name), agent.WithAdvertiseURL(*advertise), agent.WithToken(*token),
 		agent.WithCapacityMB(*capacity), agent.WithKeepAlive(*keepAlive), agent.WithLauncher(ctr), agent.WithLogger(log))
@@ -139,7 +165,7 @@ func cmdAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	_ = ops.Notify("READY=1")
 	defer ops.Notify("STOPPING=1")
 	errc := make(chan error, 1)
-	go func() { errc <- serve(ctx, ln, a.Handler()) }()
+	go func() { errc <- serve(ctx, ln, a.Handler(), *tlsf.cert, *tlsf.key) }()
 	runErr := a.Run(ctx)
 	return errors.Join(runErr, <-errc)
 }
