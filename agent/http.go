@@ -30,6 +30,7 @@ func mustJSON(v any) []byte {
 //	GET  /v1/images                   what the image store holds (name, digest, size, in use)
 //	GET  /v1/instances
 //	POST /v1/images/pull               ({"image":"host/repo@sha256:…"} → ndjson api.PullProgress lines; pullhttp.go)
+//	GET  /metrics                      Prometheus text: node figures, instances by state per function
 //	GET  /healthz
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -38,6 +39,7 @@ func (a *Agent) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/functions/{name}/logs", a.auth(a.handleLogs))
 	mux.HandleFunc("POST /v1/images/pull", a.auth(a.handlePull))
 	mux.HandleFunc("GET /v1/images", a.auth(a.handleImages))
+	mux.HandleFunc("GET /metrics", a.auth(a.handleMetrics))
 	mux.HandleFunc("GET /v1/instances", a.auth(func(w http.ResponseWriter, _ *http.Request) {
 		api.WriteJSON(w, http.StatusOK, a.Instances())
 	}))

@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -173,5 +174,44 @@ func checkInvokeResponse(t *testing.T, resp *http.Response, body []byte, reqID s
 	var fe api.FunctionError
 	if err := json.Unmarshal(body, &fe); err != nil || fe.ErrorType != "FakeError" || fe.ErrorMessage != "boom" {
 		t.Errorf("function error body %s (%v)", body, err)
+	}
+}
+
+func TestAgentMetrics(t *testing.T) {
+	t.Parallel()
+	e := newTestEnv(t, []*api.Function{testFn("met", 1, 10*time.Second, nil)}, WithToken("tok"))
+	srv := httptest.NewServer(e.a.Handler())
+	t.Cleanup(srv.Close)
+	if _, err := e.a.Invoke(t.Context(), "met", 1, "", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	get := func(auth string) (*http.Response, string) {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/metrics", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	if resp, _ := get(""); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("/metrics without a token: %s", resp.Status)
+	}
+	resp, body := get("Bearer tok")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics: %s", resp.Status)
+	}
+	for _, want := range []string{
+		`amber_agent_function_instances{agent="test-agent",function="met",state="idle"} 1`,
+		`amber_agent_function_invocations{agent="test-agent",function="met"} 1`,
+		"# TYPE amber_agent_cpu_percent gauge",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q:\n%s", want, body)
+		}
 	}
 }
