@@ -24,6 +24,10 @@ type Registry interface {
 	Heartbeat(ctx context.Context, hb api.Heartbeat) (*api.HeartbeatReply, error)
 }
 
+// kickSpacing is the least time between heartbeats sent early because an
+// instance changed state.
+const kickSpacing = 100 * time.Millisecond
+
 // Agent runs function instances and serves invocations.
 type Agent struct {
 	name         string
@@ -154,6 +158,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		case <-a.kick:
+			// An early heartbeat after a change, but at most every
+			// kickSpacing: under load every invocation kicks.
+			select {
+			case <-time.After(kickSpacing):
+			case <-ctx.Done():
+			}
 		}
 	}
 }
@@ -577,4 +587,13 @@ func (a *Agent) Shutdown(ctx context.Context) {
 		go func() { defer wg.Done(); in.close(ctx) }()
 	}
 	wg.Wait()
+	// Whatever a start cut short by the shutdown left (a container, a
+	// network namespace) goes too: a stopped agent leaves nothing behind.
+	if c, ok := a.launch.(interface {
+		Cleanup(context.Context) (int, error)
+	}); ok {
+		if n, err := c.Cleanup(ctx); err != nil || n > 0 {
+			a.log.Warn("removed leftovers at shutdown", "containers", n, "err", err)
+		}
+	}
 }
