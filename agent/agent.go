@@ -199,9 +199,16 @@ func (a *Agent) Instances() []api.Instance {
 	}
 	a.mu.Unlock()
 	out := make([]api.Instance, 0, len(list))
+	decisions := map[fnKey]string{} // one store look-up per version, not per instance
 	for _, in := range list {
 		inst := in.snapshot(a.name)
-		inst.Snapshot = a.snaps.status(fnKey{inst.Function, inst.Version})
+		k := fnKey{inst.Function, inst.Version}
+		d, ok := decisions[k]
+		if !ok {
+			d = a.snaps.status(k)
+			decisions[k] = d
+		}
+		inst.Snapshot = d
 		out = append(out, inst)
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -339,9 +346,9 @@ func (a *Agent) Invoke(ctx context.Context, name string, version int, reqID stri
 		}
 		res.Instance = in.id
 		mem, _ := in.proc.(memoryReader)
-		var oomBefore uint64
-		if mem != nil {
-			oomBefore = mem.OOMKills()
+		if mem != nil && !in.oomKnown {
+			// Later invocations start from the count read after the last one.
+			in.oomSeen, in.oomKnown = mem.OOMKills(), true
 		}
 		a.platformLog(in, reqID, fmt.Sprintf("START RequestId: %s Version: %d", reqID, version))
 		start := time.Now()
@@ -350,7 +357,9 @@ func (a *Agent) Invoke(ctx context.Context, name string, version int, reqID stri
 		res.BilledMs = api.BilledMillis(res.Duration)
 		oom := false
 		if mem != nil {
-			oom = mem.OOMKills() > oomBefore
+			kills := mem.OOMKills()
+			oom = kills > in.oomSeen
+			in.oomSeen = kills
 			if peak, perr := mem.MemoryPeak(); perr == nil {
 				res.MaxMemoryMB = int((peak + 1<<20 - 1) >> 20)
 			}

@@ -86,8 +86,12 @@ type instance struct {
 	dead     chan struct{} // closed when the frame stream ends
 	deadMsg  string        // why, with the runtime's last output
 
-	mu          sync.Mutex
-	state       api.InstanceState
+	mu    sync.Mutex
+	state api.InstanceState
+	// oomSeen is the cgroup's OOM-kill count after the last invocation;
+	// only the invocation holding the instance touches it.
+	oomSeen     uint64
+	oomKnown    bool
 	pending     *pendingCall
 	current     string // request id of the invocation in flight, for log lines
 	initErr     *api.FunctionError

@@ -253,7 +253,7 @@ func (s *Scheduler) invoke(w http.ResponseWriter, ctx context.Context, fn *api.F
 	var refused []string
 	var lastErr error
 	for {
-		res, agentURL, p, err := s.reserve(fn, exclude)
+		res, agentURL, p, err := s.reserve(fn, pool, exclude)
 		if err != nil {
 			log.Warn("no placement", "err", err.Error(), "refused", refused)
 			w.Header().Set(api.HeaderRequestID, reqID)

@@ -255,3 +255,13 @@ func (fa *fakeAgent) setReply(f func(w http.ResponseWriter, r *http.Request, pay
 	defer fa.mu.Unlock()
 	fa.reply = f
 }
+
+// testPool reads a function's pool settings from the registry.
+func testPool(t *testing.T, ts *testScheduler, name string) api.PoolSettings {
+	t.Helper()
+	p, err := ts.reg.pool(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

@@ -200,13 +200,10 @@ func (s *Scheduler) candidatesLocked(k fnKey, caps map[string]int) []Candidate {
 
 // reserve places one invocation of fn and holds the agent's memory (and
 // an idle instance, when placed on one) until release. It returns the
-// reservation and the agent's URL.
-func (s *Scheduler) reserve(fn *api.Function, exclude map[string]bool) (reservation, string, Placement, error) {
+// reservation and the agent's URL. pool is the function's pool, which the
+// caller has read already to admit the invocation.
+func (s *Scheduler) reserve(fn *api.Function, pool api.PoolSettings, exclude map[string]bool) (reservation, string, Placement, error) {
 	k := fnKey{fn.Name, fn.Version}
-	pool, err := s.reg.pool(fn.Name)
-	if err != nil {
-		return reservation{}, "", Placement{}, err
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	caps := s.capSharesLocked(fn.Name, pool)

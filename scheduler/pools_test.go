@@ -559,30 +559,30 @@ func TestPlacementHonoursCaps(t *testing.T) {
 	ts.heartbeat(t, agentHB("b", "http://b:1", 4096))
 	ts.putPool(t, "hello", api.PoolChange{MaxInstances: intp(2)}) // 1 each
 
-	r1, _, p1, err := ts.reserve(fn, nil)
+	r1, _, p1, err := ts.reserve(fn, testPool(t, ts, fn.Name), nil)
 	if err != nil || p1.Agent != home || p1.Reason != ReasonFreeMemory {
 		t.Fatalf("first: %+v %v; want %s by free memory (home on a tie)", p1, err, home)
 	}
-	r2, _, p2, err := ts.reserve(fn, nil)
+	r2, _, p2, err := ts.reserve(fn, testPool(t, ts, fn.Name), nil)
 	if err != nil || p2.Agent != away {
 		t.Fatalf("second: %+v %v; want %s (home at its share)", p2, err, away)
 	}
-	if _, _, p, err := ts.reserve(fn, nil); !errors.Is(err, api.ErrUnavailable) {
+	if _, _, p, err := ts.reserve(fn, testPool(t, ts, fn.Name), nil); !errors.Is(err, api.ErrUnavailable) {
 		t.Fatalf("third: %+v %v; want ErrUnavailable (both at their share)", p, err)
 	}
 	// An idle instance on an agent at its share is still fair game.
 	idle := api.Instance{ID: "i1", Function: "hello", Version: fn.Version, State: api.StateIdle, MemoryMB: 128}
 	ts.heartbeat(t, agentHB(away, "http://"+away+":1", 4096, idle))
-	r3, _, p3, err := ts.reserve(fn, nil)
+	r3, _, p3, err := ts.reserve(fn, testPool(t, ts, fn.Name), nil)
 	if err != nil || p3.Agent != away || p3.Reason != ReasonIdleInstance {
 		t.Fatalf("with an idle instance: %+v %v; want %s/%s", p3, err, away, ReasonIdleInstance)
 	}
-	if _, _, p, err := ts.reserve(fn, nil); !errors.Is(err, api.ErrUnavailable) {
+	if _, _, p, err := ts.reserve(fn, testPool(t, ts, fn.Name), nil); !errors.Is(err, api.ErrUnavailable) {
 		t.Fatalf("idle instance claimed: %+v %v; want ErrUnavailable", p, err)
 	}
 	// A release frees the share.
 	ts.release(r1)
-	if r, _, p, err := ts.reserve(fn, nil); err != nil || p.Agent != home {
+	if r, _, p, err := ts.reserve(fn, testPool(t, ts, fn.Name), nil); err != nil || p.Agent != home {
 		t.Fatalf("after release: %+v %v; want %s", p, err, home)
 	} else {
 		ts.release(r)
@@ -592,7 +592,7 @@ func TestPlacementHonoursCaps(t *testing.T) {
 	// Without a cap nothing is at cap.
 	ts.putPool(t, "hello", api.PoolChange{MaxInstances: intp(0)})
 	for i := range 5 {
-		if _, _, _, err := ts.reserve(fn, nil); err != nil {
+		if _, _, _, err := ts.reserve(fn, testPool(t, ts, fn.Name), nil); err != nil {
 			t.Fatalf("uncapped reserve %d: %v", i, err)
 		}
 	}

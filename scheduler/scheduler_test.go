@@ -395,7 +395,7 @@ func TestReserveIdleClaims(t *testing.T) {
 	}
 	reserve := func(wantAgent, wantReason string) reservation {
 		t.Helper()
-		r, _, p, err := ts.reserve(fn, nil)
+		r, _, p, err := ts.reserve(fn, testPool(t, ts, fn.Name), nil)
 		if err != nil {
 			t.Fatalf("reserve: %v", err)
 		}
@@ -439,7 +439,7 @@ func TestReserveIdleClaims(t *testing.T) {
 	reserve("small", ReasonIdleInstance)
 	n := 0
 	for ; ; n++ {
-		_, _, _, err := ts.reserve(fn, nil)
+		_, _, _, err := ts.reserve(fn, testPool(t, ts, fn.Name), nil)
 		if err != nil {
 			if !strings.Contains(err.Error(), "no ready agent with 256 MB free for function hello") {
 				t.Fatalf("full cluster: %v", err)

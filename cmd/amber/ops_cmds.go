@@ -13,40 +13,38 @@ import (
 	"github.com/amberfn/amber/ops"
 )
 
-func unitConfig(fs *flag.FlagSet) func() (ops.UnitConfig, error) {
+// roleUnits adds the unit-location flags to fs, parses args, and renders
+// the units of the one role named: the common part of install and uninstall.
+func roleUnits(fs *flag.FlagSet, args []string, usage string) (ops.Role, []ops.Unit, error) {
 	bin := fs.String("binary", "", "amber binary the units run (default: this one)")
 	unitDir := fs.String("unit-dir", "/etc/systemd/system", "where the unit files go")
 	envDir := fs.String("env-dir", "/etc/amber", "where the environment files go")
-	return func() (ops.UnitConfig, error) {
-		if *bin == "" {
-			exe, err := os.Executable()
-			if err != nil {
-				return ops.UnitConfig{}, err
-			}
-			*bin = exe
-		}
-		abs, err := filepath.Abs(*bin)
-		return ops.UnitConfig{Binary: abs, UnitDir: *unitDir, EnvDir: *envDir}, err
+	pos, err := parse(fs, args)
+	if err != nil {
+		return "", nil, err
 	}
+	if len(pos) != 1 {
+		return "", nil, fmt.Errorf("usage: %s", usage)
+	}
+	if *bin == "" {
+		if *bin, err = os.Executable(); err != nil {
+			return "", nil, err
+		}
+	}
+	abs, err := filepath.Abs(*bin)
+	if err != nil {
+		return "", nil, err
+	}
+	role := ops.Role(pos[0])
+	units, err := ops.Units(role, ops.UnitConfig{Binary: abs, UnitDir: *unitDir, EnvDir: *envDir})
+	return role, units, err
 }
 
 // cmdInstall writes systemd units: amber install agent|scheduler [--dry-run].
 func cmdInstall(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("install", flag.ContinueOnError)
 	dry := fs.Bool("dry-run", false, "print each file it would write, after a `# PATH` line, and write nothing")
-	cfgOf := unitConfig(fs)
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return fmt.Errorf("usage: amber install agent|scheduler [--dry-run]")
-	}
-	cfg, err := cfgOf()
-	if err != nil {
-		return err
-	}
-	units, err := ops.Units(ops.Role(pos[0]), cfg)
+	role, units, err := roleUnits(fs, args, "amber install agent|scheduler [--dry-run]")
 	if err != nil {
 		return err
 	}
@@ -71,7 +69,7 @@ func cmdInstall(args []string, stdout io.Writer) error {
 	}
 	if !*dry {
 		systemctl(stdout, "daemon-reload")
-		fmt.Fprintf(stdout, "start it with: systemctl enable --now amber-%s\n", pos[0])
+		fmt.Fprintf(stdout, "start it with: systemctl enable --now amber-%s\n", role)
 	}
 	return nil
 }
@@ -79,23 +77,11 @@ func cmdInstall(args []string, stdout io.Writer) error {
 // cmdUninstall removes the unit (the environment file and data stay).
 func cmdUninstall(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("uninstall", flag.ContinueOnError)
-	cfgOf := unitConfig(fs)
-	pos, err := parse(fs, args)
+	role, units, err := roleUnits(fs, args, "amber uninstall agent|scheduler")
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return fmt.Errorf("usage: amber uninstall agent|scheduler")
-	}
-	cfg, err := cfgOf()
-	if err != nil {
-		return err
-	}
-	units, err := ops.Units(ops.Role(pos[0]), cfg)
-	if err != nil {
-		return err
-	}
-	systemctl(stdout, "disable", "--now", "amber-"+pos[0])
+	systemctl(stdout, "disable", "--now", "amber-"+string(role))
 	if err := os.Remove(units[0].Path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
