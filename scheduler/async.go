@@ -356,40 +356,17 @@ func be64(b []byte) uint64 {
 	return n
 }
 
-// captureWriter collects an invocation's outcome for an async delivery.
-type captureWriter struct {
-	h    http.Header
-	code int
-	body bytes.Buffer
-}
-
+// maxCapture bounds what an async delivery keeps of an answer: enough for
+// the error to explain a failed attempt.
 const maxCapture = 64 << 10
 
-func newCaptureWriter() *captureWriter { return &captureWriter{h: http.Header{}} }
-
-func (c *captureWriter) Header() http.Header { return c.h }
-func (c *captureWriter) WriteHeader(code int) {
-	if c.code == 0 {
-		c.code = code
-	}
-}
-func (c *captureWriter) Write(p []byte) (int, error) {
-	if c.code == 0 {
-		c.code = http.StatusOK
-	}
-	if room := maxCapture - c.body.Len(); room > 0 {
-		c.body.Write(p[:min(len(p), room)])
-	}
-	return len(p), nil
-}
-
 // outcome describes a captured invocation: "" on success, else the error.
-func (c *captureWriter) outcome() string {
-	code := c.code
+func (c *recorder) outcome() string {
+	code := c.status
 	if code == 0 {
 		code = http.StatusOK
 	}
-	if fe := c.h.Get(api.HeaderFunctionError); fe != "" {
+	if fe := c.header.Get(api.HeaderFunctionError); fe != "" {
 		var ferr api.FunctionError
 		if json.Unmarshal(c.body.Bytes(), &ferr) == nil && (ferr.ErrorMessage != "" || ferr.ErrorType != "") {
 			return fmt.Sprintf("function error (%s): %s: %s", fe, ferr.ErrorType, ferr.ErrorMessage)
@@ -439,10 +416,10 @@ func (s *Scheduler) deliver(key uint64, ev asyncEvent) {
 	if err != nil {
 		failure = err.Error()
 	} else {
-		cw := newCaptureWriter()
+		cw := newRecorder(maxCapture)
 		s.invoke(cw, withSource(q.ctx, ev.Source), fn, reqID, ev.Payload)
 		failure = cw.outcome()
-		agent = cw.h.Get(api.HeaderAgent)
+		agent = cw.header.Get(api.HeaderAgent)
 		if failure != "" && q.ctx.Err() != nil {
 			// Cut short by Close: keep the event as it was for the next start.
 			log.Info("delivery interrupted by shutdown; event stays queued")

@@ -164,12 +164,12 @@ func TestAsyncDeadLetter(t *testing.T) {
 }
 
 func TestAsyncThrottleIsRetryable(t *testing.T) {
-	cw := newCaptureWriter()
+	cw := newRecorder(maxCapture)
 	api.WriteError(cw, api.ErrThrottled)
 	if o := cw.outcome(); !strings.HasPrefix(o, "429 ") {
 		t.Fatalf("429 outcome %q", o)
 	}
-	cw = newCaptureWriter()
+	cw = newRecorder(maxCapture)
 	cw.Write([]byte("ok"))
 	if o := cw.outcome(); o != "" {
 		t.Fatalf("200 outcome %q", o)

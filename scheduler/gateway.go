@@ -219,7 +219,7 @@ func (s *Scheduler) handleInvoke(w http.ResponseWriter, r *http.Request) {
 }
 
 // invoke admits, places and forwards one invocation of fn, writing the
-// outcome to w: the caller's HTTP reply, or a captureWriter when an async
+// outcome to w: the caller's HTTP reply, or a recorder when an async
 // event is delivered.
 func (s *Scheduler) invoke(w http.ResponseWriter, ctx context.Context, fn *api.Function, reqID string, payload []byte) {
 	name := fn.Name

@@ -325,13 +325,18 @@ func (s *Scheduler) handleLambdaInvoke(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(rec.body.Bytes())
 }
 
-// recorder collects an invocation's whole answer (up to maxLambdaResponse).
+// recorder collects an invocation's answer, keeping at most limit bytes
+// of its body: the whole answer for the Lambda API (maxLambdaResponse), the
+// start of it for an async delivery's outcome (maxCapture).
 type recorder struct {
 	header    http.Header
 	status    int
 	body      bytes.Buffer
+	limit     int
 	truncated bool
 }
+
+func newRecorder(limit int) *recorder { return &recorder{header: http.Header{}, limit: limit} }
 
 func (c *recorder) Header() http.Header { return c.header }
 func (c *recorder) WriteHeader(code int) {
@@ -344,7 +349,7 @@ func (c *recorder) Write(p []byte) (int, error) {
 		c.status = http.StatusOK
 	}
 	n := len(p)
-	room := maxLambdaResponse - c.body.Len()
+	room := c.limit - c.body.Len()
 	if n > room {
 		c.truncated = true
 		p = p[:max(room, 0)]
@@ -358,7 +363,7 @@ func (c *recorder) Write(p []byte) (int, error) {
 // status 200 with the agent's Amber-* headers and the function's payload
 // (or error JSON with Amber-Function-Error), or an api.ErrorBody reply.
 func (s *Scheduler) invokeCaptured(ctx context.Context, fn *api.Function, reqID string, payload []byte) *recorder {
-	rec := &recorder{header: http.Header{}}
+	rec := newRecorder(maxLambdaResponse)
 	s.invoke(rec, ctx, fn, reqID, payload)
 	if rec.status == 0 {
 		rec.status = http.StatusOK

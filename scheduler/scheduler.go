@@ -15,12 +15,10 @@
 package scheduler
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -202,24 +200,4 @@ func (s *Scheduler) Close() error {
 		t.CloseIdleConnections()
 	}
 	return s.reg.close()
-}
-
-// Serve serves Handler on ln until ctx ends, then shuts the server down,
-// giving in-flight requests up to 10 seconds.
-func (s *Scheduler) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		err := srv.Shutdown(sctx)
-		if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
-			err = serr
-		}
-		return err
-	}
 }
