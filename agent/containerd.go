@@ -569,6 +569,13 @@ func (p *ctrProcess) Close(ctx context.Context) error {
 	var errs []error
 	p.once.Do(func() {
 		ctx = p.c.ctx(ctx)
+		if p.task == nil && p.cont != nil {
+			// A task whose creation was cut short (a cancelled request) may
+			// still exist, with its shim: find it so it goes too.
+			if t, err := p.cont.Task(ctx, cio.Load); err == nil {
+				p.task = t
+			}
+		}
 		if p.task != nil {
 			p.readMemory() // before the kill and the delete remove the cgroup's story
 			_ = p.Kill(ctx)
