@@ -319,10 +319,10 @@ func newID(prefix string) string {
 	return prefix + "-" + hex.EncodeToString(b)
 }
 
-// memoryReader is what a launcher's process may report of its cgroup.
+// memoryReader is what a launcher's process may report of its cgroup:
+// peak use and OOM kills, read together.
 type memoryReader interface {
-	OOMKills() uint64
-	MemoryPeak() (uint64, error)
+	Memory() (MemoryUsage, error)
 }
 
 // Invoke runs one invocation of name at version, warm when an idle
@@ -348,7 +348,8 @@ func (a *Agent) Invoke(ctx context.Context, name string, version int, reqID stri
 		mem, _ := in.proc.(memoryReader)
 		if mem != nil && !in.oomKnown {
 			// Later invocations start from the count read after the last one.
-			in.oomSeen, in.oomKnown = mem.OOMKills(), true
+			u, _ := mem.Memory()
+			in.oomSeen, in.oomKnown = u.OOMKills, true
 		}
 		a.platformLog(in, reqID, fmt.Sprintf("START RequestId: %s Version: %d", reqID, version))
 		start := time.Now()
@@ -357,11 +358,11 @@ func (a *Agent) Invoke(ctx context.Context, name string, version int, reqID stri
 		res.BilledMs = api.BilledMillis(res.Duration)
 		oom := false
 		if mem != nil {
-			kills := mem.OOMKills()
-			oom = kills > in.oomSeen
-			in.oomSeen = kills
-			if peak, perr := mem.MemoryPeak(); perr == nil {
-				res.MaxMemoryMB = int((peak + 1<<20 - 1) >> 20)
+			u, merr := mem.Memory()
+			oom = u.OOMKills > in.oomSeen
+			in.oomSeen = u.OOMKills
+			if merr == nil {
+				res.MaxMemoryMB = int((u.PeakBytes + 1<<20 - 1) >> 20)
 			}
 		}
 		if res.StartKind == api.StartRestore && (errors.Is(err, errNotStarted) || errors.Is(err, errInstanceDead)) && attempt < 3 {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -172,7 +173,7 @@ func (m memCgroup) read() (MemoryUsage, error) {
 			return u, err
 		}
 		u.PeakBytes = peak
-		b, err := os.ReadFile(filepath.Join(m.dir, "memory.events"))
+		b, err := readCgroupFile(filepath.Join(m.dir, "memory.events"))
 		if err != nil {
 			return u, err
 		}
@@ -184,7 +185,7 @@ func (m memCgroup) read() (MemoryUsage, error) {
 		return u, err
 	}
 	u.PeakBytes = peak
-	b, err := os.ReadFile(filepath.Join(m.dir, "memory.oom_control"))
+	b, err := readCgroupFile(filepath.Join(m.dir, "memory.oom_control"))
 	if err != nil {
 		return u, err
 	}
@@ -209,11 +210,27 @@ func InstanceMemory(ns, id string) (MemoryUsage, error) {
 // readUintFile reads a cgroup file holding one number ("max" reads as
 // the largest uint64).
 func readUintFile(p string) (uint64, error) {
-	b, err := os.ReadFile(p)
+	b, err := readCgroupFile(p)
 	if err != nil {
 		return 0, err
 	}
 	return parseUintValue(b)
+}
+
+// readCgroupFile reads a small cgroup file in one read (these are read
+// after every invocation: open, read, close and nothing more).
+func readCgroupFile(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	n, err := f.Read(buf)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return buf[:n], nil
 }
 
 func parseUintValue(b []byte) (uint64, error) {
@@ -280,21 +297,3 @@ func (p *ctrProcess) Memory() (MemoryUsage, error) {
 	}
 	return p.memLast, p.memErr
 }
-
-// MemoryPeak is the instance's peak memory use in bytes since it started.
-func (p *ctrProcess) MemoryPeak() (uint64, error) {
-	u, err := p.Memory()
-	return u.PeakBytes, err
-}
-
-// OOMKills is how many processes the OOM killer has killed in the
-// instance since it started; compare it before and after an invocation
-// to tell whether that invocation ran out of memory.
-func (p *ctrProcess) OOMKills() uint64 {
-	u, _ := p.Memory()
-	return u.OOMKills
-}
-
-// OOMKilled reports whether the OOM killer has killed any process of the
-// instance (the runtime, a handler child or amber-init itself).
-func (p *ctrProcess) OOMKilled() bool { return p.OOMKills() > 0 }

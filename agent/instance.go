@@ -384,8 +384,8 @@ func (in *instance) invoke(ctx context.Context, reqID string, payload []byte, ti
 func (in *instance) snapshot(agent string) api.Instance {
 	peakMB := 0
 	if m, ok := in.proc.(memoryReader); ok {
-		if peak, err := m.MemoryPeak(); err == nil {
-			peakMB = int((peak + 1<<20 - 1) >> 20)
+		if u, err := m.Memory(); err == nil {
+			peakMB = int((u.PeakBytes + 1<<20 - 1) >> 20)
 		}
 	}
 	in.mu.Lock()

@@ -125,7 +125,7 @@ func (s *Scheduler) startBackground() error {
 	if err != nil {
 		return fmt.Errorf("async buckets: %w", err)
 	}
-	l, err := openLedger(s.dataDir, s.now)
+	l, err := openLedger(s.dataDir, s.log)
 	if err != nil {
 		return err
 	}

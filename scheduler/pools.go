@@ -29,7 +29,11 @@ const (
 
 // pool reads a function's settings; a function never tuned has the defaults.
 func (r *registry) pool(name string) (api.PoolSettings, error) {
-	p := api.DefaultPool()
+	p, gen, ok := r.cache.getPool(name)
+	if ok {
+		return p, nil
+	}
+	p = api.DefaultPool()
 	err := r.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPools)
 		if b == nil {
@@ -40,7 +44,11 @@ func (r *registry) pool(name string) (api.PoolSettings, error) {
 		}
 		return nil
 	})
-	return p, err
+	if err != nil {
+		return p, err
+	}
+	r.cache.store(gen, func() { r.cache.pools[name] = p })
+	return p, nil
 }
 
 // setPool stores a function's settings (validated already).
@@ -49,6 +57,7 @@ func (r *registry) setPool(name string, p api.PoolSettings) error {
 	if err != nil {
 		return err
 	}
+	defer r.cache.invalidate(name)
 	return r.db.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketFunctions).Bucket([]byte(name)) == nil {
 			return notFound(name)

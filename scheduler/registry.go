@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -31,6 +32,55 @@ var (
 type registry struct {
 	db  *bolt.DB
 	now func() time.Time
+
+	// cache holds decoded latest versions and pool settings, read on
+	// every invocation; put, remove and setPool invalidate it.
+	cache registryCache
+}
+
+// registryCache is a read-through cache of what every invocation reads.
+// gen counts invalidations: a value read from bbolt is cached only if no
+// write committed while it was being read.
+type registryCache struct {
+	mu     sync.RWMutex
+	gen    uint64
+	latest map[string]*api.Function
+	pools  map[string]api.PoolSettings
+}
+
+func (c *registryCache) getLatest(name string) (*api.Function, uint64, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	f, ok := c.latest[name]
+	return f, c.gen, ok
+}
+
+func (c *registryCache) getPool(name string) (api.PoolSettings, uint64, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	p, ok := c.pools[name]
+	return p, c.gen, ok
+}
+
+func (c *registryCache) store(gen uint64, fill func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen != gen {
+		return
+	}
+	if c.latest == nil {
+		c.latest, c.pools = map[string]*api.Function{}, map[string]api.PoolSettings{}
+	}
+	fill()
+}
+
+// invalidate forgets name; called after a write to it committed.
+func (c *registryCache) invalidate(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	delete(c.latest, name)
+	delete(c.pools, name)
 }
 
 func openRegistry(path string, now func() time.Time) (*registry, error) {
@@ -80,6 +130,7 @@ func sameSpec(a, b api.FunctionSpec) bool {
 // to the latest version, which is returned with created=false. spec must be
 // validated already.
 func (r *registry) put(spec api.FunctionSpec) (fn *api.Function, created bool, err error) {
+	defer r.cache.invalidate(spec.Name)
 	err = r.db.Update(func(tx *bolt.Tx) error {
 		fb, err := tx.Bucket(bucketFunctions).CreateBucketIfNotExists([]byte(spec.Name))
 		if err != nil {
@@ -145,7 +196,11 @@ func readLatest(fb *bolt.Bucket, name string) (*api.Function, error) {
 
 // latest returns the function's latest version.
 func (r *registry) latest(name string) (*api.Function, error) {
-	var f *api.Function
+	f, gen, ok := r.cache.getLatest(name)
+	if ok {
+		c := *f
+		return &c, nil
+	}
 	err := r.db.View(func(tx *bolt.Tx) error {
 		fb := tx.Bucket(bucketFunctions).Bucket([]byte(name))
 		if fb == nil {
@@ -155,7 +210,12 @@ func (r *registry) latest(name string) (*api.Function, error) {
 		f, err = readLatest(fb, name)
 		return err
 	})
-	return f, err
+	if err != nil {
+		return nil, err
+	}
+	c := *f
+	r.cache.store(gen, func() { r.cache.latest[name] = &c })
+	return f, nil
 }
 
 // version returns one version of a function.
@@ -217,6 +277,7 @@ func (r *registry) list() ([]api.Function, error) {
 
 // remove deletes a function and all its versions (its sequence stays).
 func (r *registry) remove(name string) error {
+	defer r.cache.invalidate(name)
 	return r.db.Update(func(tx *bolt.Tx) error {
 		fns := tx.Bucket(bucketFunctions)
 		if fns.Bucket([]byte(name)) == nil {
