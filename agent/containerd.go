@@ -330,8 +330,9 @@ func (c *Containerd) Launch(ctx context.Context, spec launchSpec) (process, erro
 		return nil, fmt.Errorf("wait task: %w", err)
 	}
 	p.exit = make(chan struct{})
+	p.closed = make(chan struct{})
 	go func() {
-		st := <-exitCh
+		st := p.waitExit(task, exitCh)
 		p.exitCode, _, p.exitErr = st.Result()
 		// The cgroup lives until the task is deleted: keep its last word.
 		p.readMemory()
@@ -536,6 +537,7 @@ type ctrProcess struct {
 	cont     containerd.Container
 	task     containerd.Task
 	exit     chan struct{}
+	closed   chan struct{} // closed when Close is done: waitExit stops retrying
 	exitCode uint32
 	exitErr  error
 	once     sync.Once
@@ -548,6 +550,73 @@ type ctrProcess struct {
 }
 
 func (p *ctrProcess) Exited() <-chan struct{} { return p.exit }
+
+// Tuning of the agent's resilience to a containerd restart.
+const (
+	// waitReconnect bounds how long a task's exit wait is retried while
+	// containerd cannot be reached before the task is taken for gone.
+	waitReconnect = 2 * time.Minute
+	// closeRetryFor bounds how long removing an instance is retried
+	// while containerd cannot be reached.
+	closeRetryFor = 30 * time.Second
+	// ctrRetryEvery is the pause between those retries.
+	ctrRetryEvery = 250 * time.Millisecond
+)
+
+// waitExit returns the task's exit status. A wait that failed because
+// containerd went away — a restart, which leaves the shim and the task
+// running, and the instance's stdio FIFOs working — is not an exit: the
+// wait is made again once containerd answers, for up to waitReconnect.
+// Without this a containerd restart made the agent take every instance for
+// dead: invocations in flight failed as Runtime.ExitError, and instances
+// removed while containerd was down stayed in containerd.
+func (p *ctrProcess) waitExit(task containerd.Task, ch <-chan containerd.ExitStatus) containerd.ExitStatus {
+	var since time.Time
+	for {
+		st := <-ch
+		err := st.Error()
+		if err == nil {
+			return st
+		}
+		err = errdefs.FromGRPC(err)
+		if errdefs.IsNotFound(err) {
+			return st
+		}
+		if since.IsZero() {
+			since = time.Now()
+			p.c.log.Warn("lost the wait on an instance's task (containerd restarting?); waiting again", "instance", p.id, "err", err)
+		}
+		if time.Since(since) > waitReconnect {
+			p.c.log.Warn("containerd did not come back; taking the instance for gone", "instance", p.id, "err", err)
+			return st
+		}
+		select {
+		case <-p.closed:
+			return st
+		case <-time.After(ctrRetryEvery):
+		}
+		next, werr := task.Wait(p.c.ctx(context.Background()))
+		if werr != nil {
+			c := make(chan containerd.ExitStatus, 1)
+			c <- *containerd.NewExitStatus(containerd.UnknownExitStatus, time.Time{}, werr)
+			next = c
+		}
+		ch = next
+	}
+}
+
+// retryUnavailable runs op again while it fails because containerd cannot
+// be reached (it restarts), for up to closeRetryFor.
+func retryUnavailable(op func() error) error {
+	deadline := time.Now().Add(closeRetryFor)
+	for {
+		err := op()
+		if err == nil || !errdefs.IsUnavailable(errdefs.FromGRPC(err)) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(ctrRetryEvery)
+	}
+}
 
 func (p *ctrProcess) ExitStatus() (int, error) { return int(p.exitCode), p.exitErr }
 
@@ -576,24 +645,35 @@ func (p *ctrProcess) Close(ctx context.Context) error {
 				p.task = t
 			}
 		}
+		if p.closed != nil {
+			defer close(p.closed)
+		}
+		// While containerd restarts, each step is retried (retryUnavailable):
+		// an instance removed then must not stay behind in containerd.
 		if p.task != nil {
 			p.readMemory() // before the kill and the delete remove the cgroup's story
-			_ = p.Kill(ctx)
+			_ = retryUnavailable(func() error { return p.Kill(ctx) })
 			if p.exit != nil {
 				select {
 				case <-p.exit:
 				case <-time.After(5 * time.Second):
 				}
 			}
-			if _, err := p.task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			err := retryUnavailable(func() error {
+				_, err := p.task.Delete(ctx, containerd.WithProcessKill)
+				return err
+			})
+			if err != nil && !errdefs.IsNotFound(err) {
 				errs = append(errs, fmt.Errorf("delete task: %w", err))
 			}
 		}
 		if p.cont != nil {
-			if err := p.cont.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+			err := retryUnavailable(func() error { return p.cont.Delete(ctx, containerd.WithSnapshotCleanup) })
+			if err != nil && !errdefs.IsNotFound(err) {
 				errs = append(errs, fmt.Errorf("delete container: %w", err))
 			}
 		}
+		p.mem.files.close()
 		removeNetns(p.netns)
 		if p.criuWork != "" {
 			_ = os.RemoveAll(p.criuWork)

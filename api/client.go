@@ -42,12 +42,31 @@ func WithHTTPClient(h *http.Client) ClientOption {
 // NewClient returns a client for the scheduler at baseURL
 // ("http://127.0.0.1:7700"); a trailing slash is ignored.
 func NewClient(baseURL string, opts ...ClientOption) *Client {
-	c := &Client{base: strings.TrimRight(baseURL, "/"), hc: http.DefaultClient}
+	c := &Client{base: strings.TrimRight(baseURL, "/"), hc: defaultHTTPClient}
 	for _, o := range opts {
 		o(c)
 	}
 	return c
 }
+
+// defaultHTTPClient keeps enough idle connections for a client shared by
+// many goroutines (http.DefaultTransport keeps 2 per host, so concurrent
+// callers would dial and close a connection per request).
+var defaultHTTPClient = &http.Client{Transport: NewTransport()}
+
+// NewTransport is http.DefaultTransport with room for MaxIdleConnsPerHost
+// idle connections to each host: amber's clients (the CLI, the console,
+// the scheduler calling agents) send many concurrent requests to few hosts.
+func NewTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 0 // no overall cap; per host below
+	t.MaxIdleConnsPerHost = MaxIdleConnsPerHost
+	return t
+}
+
+// MaxIdleConnsPerHost is how many idle keep-alive connections NewTransport
+// keeps to one host.
+const MaxIdleConnsPerHost = 256
 
 // StatusError is the error a client method returns for a non-2xx reply. It
 // unwraps to the sentinel for its status (ErrNotFound, ErrInvalid …), so

@@ -24,6 +24,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/amberfn/amber/api"
 )
 
 // Defaults.
@@ -163,7 +165,7 @@ func New(opts ...Option) (*Scheduler, error) {
 		return nil, fmt.Errorf("scheduler: max image size %d: want > 0", s.maxImageBytes)
 	}
 	if s.hc == nil {
-		s.hc = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		s.hc = &http.Client{Transport: api.NewTransport()}
 	}
 	if err := os.MkdirAll(s.dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("scheduler: data folder: %w", err)

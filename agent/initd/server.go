@@ -29,6 +29,7 @@
 package initd
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -266,8 +267,9 @@ func (s *Server) httpServer(ctx context.Context, h http.Handler) *http.Server {
 
 // readFrames hands invoke frames to rt until stdin ends (nil) or breaks.
 func (s *Server) readFrames(ctx context.Context, rt *RuntimeAPI) error {
+	in := bufio.NewReaderSize(s.in, 64<<10) // a frame's header and body in one read
 	for {
-		f, err := api.ReadFrame(s.in)
+		f, err := api.ReadFrame(in)
 		if errors.Is(err, io.EOF) {
 			s.log.Info("stdin closed; shutting down")
 			return nil

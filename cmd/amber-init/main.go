@@ -15,11 +15,16 @@ import (
 	"flag"
 	"log/slog"
 	"os"
+	"runtime"
 
 	"github.com/amberfn/amber/agent/initd"
 )
 
 func main() {
+	// amber-init relays one invocation at a time: a second P would only
+	// spin looking for work and hand goroutines between threads, which
+	// costs the instance CPU on every invocation.
+	runtime.GOMAXPROCS(1)
 	listen := flag.String("listen", initd.DefaultListenAddr, "Runtime API listen address")
 	debug := flag.Bool("debug", false, "log debug messages to stderr")
 	flag.Parse()

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+
+	"github.com/amberfn/amber/api"
 )
 
 // tlsFlags are a server's certificate and the CA its clients trust.
@@ -36,7 +38,7 @@ func (t tlsFlags) check() error {
 
 // httpClient trusts the system roots plus the CA in file ("" : system only).
 func httpClient(caFile string) (*http.Client, error) {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr := api.NewTransport()
 	if caFile != "" {
 		pem, err := os.ReadFile(caFile)
 		if err != nil {
