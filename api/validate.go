@@ -59,9 +59,13 @@ func (s *FunctionSpec) Validate() error {
 	if t := time.Duration(s.Timeout); t < MinTimeout || t > MaxTimeout {
 		return Invalid("timeout", "%s is outside 1s–900s", t)
 	}
-	for k := range s.Env {
+	for k, v := range s.Env {
 		if !envKeyRE.MatchString(k) {
 			return Invalid("env", "%q is not a valid variable name", k)
+		}
+		// A process environment is NUL-terminated strings: runc cannot start it.
+		if strings.IndexByte(v, 0) >= 0 {
+			return Invalid("env", "the value of %q contains a NUL byte", k)
 		}
 		if strings.HasPrefix(k, "AWS_LAMBDA_") || k == "_HANDLER" || k == "LAMBDA_TASK_ROOT" {
 			return Invalid("env", "%q is reserved by the runtime", k)

@@ -65,9 +65,9 @@ func (s *Scheduler) Handler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
 	})
-	v1 := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.auth(h)) }
+	v1 := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.auth(validNames(h))) }
 	// What agents call takes the join token as well as the API token.
-	forAgents := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.auth(h, s.joinToken)) }
+	forAgents := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.auth(validNames(h), s.joinToken)) }
 	v1("POST /v1/images", s.handleUploadImage)
 	forAgents("GET /v1/images/{digest}", s.handleGetImage)
 	v1("POST /v1/images/resolve", s.handleResolveImage)
@@ -136,6 +136,26 @@ func (s *Scheduler) auth(h http.Handler, also ...string) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// validNames refuses a {name} in the path or a ?function= that is not a
+// valid name with 400, before any handler looks it up.
+func validNames(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if n := r.PathValue("name"); n != "" {
+			if err := api.ValidateName("name", n); err != nil {
+				api.WriteError(w, err)
+				return
+			}
+		}
+		if f := r.URL.Query().Get("function"); f != "" {
+			if err := api.ValidateName("function", f); err != nil {
+				api.WriteError(w, err)
+				return
+			}
+		}
+		h(w, r)
+	}
 }
 
 // agentToken is what the scheduler presents to agents: the join token
