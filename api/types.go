@@ -161,6 +161,10 @@ type Heartbeat struct {
 	CapacityMB int        `json:"capacity_mb"`
 	Stats      NodeStats  `json:"stats"`
 	Instances  []Instance `json:"instances"`
+	// ShuttingDown is set by an agent that is stopping: no new work is
+	// placed on it while it finishes what it holds. A restarted agent's
+	// heartbeats no longer carry it.
+	ShuttingDown bool `json:"shutting_down,omitempty"`
 }
 
 // AgentStatus is the scheduler's view of one agent.

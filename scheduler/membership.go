@@ -32,8 +32,6 @@ type agentEntry struct {
 	gen    uint64
 	claims map[fnKey]int
 	idle   map[fnKey]int // idle instances in the last heartbeat
-	// draining: an operator asked for no new placements here.
-	draining bool
 	// inflight counts this agent's invocations in flight, per function.
 	inflight map[string]int
 }
@@ -112,7 +110,7 @@ func (s *Scheduler) stateLocked(e *agentEntry) api.AgentState {
 		return api.AgentGone
 	case age >= s.suspectAfter || e.unreachable:
 		return api.AgentSuspect
-	case e.draining:
+	case s.drains[e.hb.Name] || e.hb.ShuttingDown:
 		return api.AgentDraining
 	default:
 		return api.AgentReady
@@ -253,21 +251,30 @@ func (s *Scheduler) handleDrain(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	drain := r.Method == http.MethodPost
 	s.mu.Lock()
-	e, ok := s.agents[name]
-	if ok {
-		e.draining = drain
+	_, known := s.agents[name]
+	s.mu.Unlock()
+	if !known && drain {
+		api.WriteError(w, fmt.Errorf("agent %q %w", name, api.ErrNotFound))
+		return
+	}
+	// On disk first: an acknowledged drain survives a scheduler restart.
+	if err := s.reg.setDrain(name, drain); err != nil {
+		api.WriteError(w, fmt.Errorf("agent %q: record the drain: %w", name, err))
+		return
+	}
+	s.mu.Lock()
+	if drain {
+		s.drains[name] = true
+	} else {
+		delete(s.drains, name)
 	}
 	inflight := 0
-	if ok {
+	if e, ok := s.agents[name]; ok {
 		for _, n := range e.inflight {
 			inflight += n
 		}
 	}
 	s.mu.Unlock()
-	if !ok {
-		api.WriteError(w, fmt.Errorf("agent %q %w", name, api.ErrNotFound))
-		return
-	}
 	verb := "resumed"
 	if drain {
 		verb = "draining"

@@ -26,7 +26,10 @@ import (
 var (
 	bucketFunctions = []byte("functions")
 	bucketSequences = []byte("sequences")
-	keyLatest       = []byte("latest")
+	// bucketDrains holds the agents an operator drained: name → RFC 3339
+	// time. Drains outlive a scheduler restart and the agent's own restarts.
+	bucketDrains = []byte("drains")
+	keyLatest    = []byte("latest")
 )
 
 type registry struct {
@@ -89,7 +92,7 @@ func openRegistry(path string, now func() time.Time) (*registry, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketFunctions, bucketSequences, bucketPools} {
+		for _, b := range [][]byte{bucketFunctions, bucketSequences, bucketPools, bucketDrains} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -290,4 +293,27 @@ func (r *registry) remove(name string) error {
 		}
 		return fns.DeleteBucket([]byte(name))
 	})
+}
+
+// setDrain records (on) or clears an operator's drain of an agent.
+func (r *registry) setDrain(agent string, on bool) error {
+	return r.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketDrains)
+		if !on {
+			return b.Delete([]byte(agent))
+		}
+		return b.Put([]byte(agent), []byte(r.now().UTC().Format(time.RFC3339)))
+	})
+}
+
+// drains lists the agents an operator drained.
+func (r *registry) drains() (map[string]bool, error) {
+	out := map[string]bool{}
+	err := r.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDrains).ForEach(func(k, _ []byte) error {
+			out[string(k)] = true
+			return nil
+		})
+	})
+	return out, err
 }

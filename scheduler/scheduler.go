@@ -62,7 +62,11 @@ type Scheduler struct {
 
 	mu     sync.Mutex
 	agents map[string]*agentEntry
-	stats  map[string]*fnStats
+	drains map[string]bool // agents an operator drained (kept in the registry)
+
+	closeOnce sync.Once
+	closeErr  error
+	stats     map[string]*fnStats
 
 	limits   *limiter
 	arrivals *arrivals
@@ -187,6 +191,10 @@ func New(opts ...Option) (*Scheduler, error) {
 		return nil, fmt.Errorf("scheduler: registry: %w", err)
 	}
 	s.reg = reg
+	if s.drains, err = reg.drains(); err != nil {
+		reg.close()
+		return nil, fmt.Errorf("scheduler: registry: %w", err)
+	}
 	if err := s.startBackground(); err != nil {
 		reg.close()
 		return nil, fmt.Errorf("scheduler: %w", err)
@@ -194,12 +202,16 @@ func New(opts ...Option) (*Scheduler, error) {
 	return s, nil
 }
 
-// Close closes the registry. In-flight requests should be finished first
-// (shut the HTTP server down before closing).
+// Close stops the background loops and closes the ledger and the
+// registry; later calls do nothing. In-flight requests should be finished
+// first (shut the HTTP server down before closing).
 func (s *Scheduler) Close() error {
-	s.stopBackground()
-	if t, ok := s.hc.Transport.(*http.Transport); ok {
-		t.CloseIdleConnections()
-	}
-	return s.reg.close()
+	s.closeOnce.Do(func() {
+		s.stopBackground()
+		if t, ok := s.hc.Transport.(*http.Transport); ok {
+			t.CloseIdleConnections()
+		}
+		s.closeErr = s.reg.close()
+	})
+	return s.closeErr
 }
