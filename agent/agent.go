@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/amberfn/amber/api"
@@ -47,6 +48,12 @@ type Agent struct {
 	snaps        *snapManager  // snapshot store and decisions (snapshot.go)
 	snapOff      bool
 	snapBudget   int64
+	// shuttingDown is set once Run's context ends; heartbeats carry it.
+	shuttingDown atomic.Bool
+	// closingN counts instances being removed in the background
+	// (closeLater); Shutdown waits for them.
+	closingMu sync.Mutex
+	closingN  int
 
 	mu    sync.Mutex
 	fns   map[fnKey]*api.Function
@@ -142,16 +149,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.collectSnapshots(ctx)
 		select {
 		case <-ctx.Done():
-			// Tell the scheduler first, so no new work is placed here.
-			if d, ok := a.reg.(interface {
-				Drain(context.Context, string, bool) error
-			}); ok {
-				dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-				if err := d.Drain(dctx, a.name, true); err != nil {
-					a.log.Warn("could not tell the scheduler this agent is draining", "err", err)
-				}
-				cancel()
-			}
+			// Tell the scheduler first, so no new work is placed here:
+			// a last heartbeat that says so. (Not an operator's drain,
+			// which the scheduler keeps across this agent's restarts.)
+			a.shuttingDown.Store(true)
+			a.heartbeat(context.WithoutCancel(ctx))
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.drainTimeout)
 			a.Shutdown(sctx)
 			cancel()
@@ -169,7 +171,8 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 func (a *Agent) heartbeat(ctx context.Context) {
-	hb := api.Heartbeat{Name: a.name, URL: a.url, CapacityMB: a.capacityMB, Stats: a.stats(), Instances: a.Instances()}
+	hb := api.Heartbeat{Name: a.name, URL: a.url, CapacityMB: a.capacityMB, Stats: a.stats(), Instances: a.Instances(),
+		ShuttingDown: a.shuttingDown.Load()}
 	hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	reply, err := a.reg.Heartbeat(hctx, hb)
@@ -255,7 +258,7 @@ func (a *Agent) acquire(k fnKey) *instance {
 	}
 	for _, in := range stale {
 		delete(a.all, in.id)
-		go in.close(context.Background())
+		a.closeLater(in)
 	}
 	for list := a.idle[k]; len(list) > 0; list = a.idle[k] {
 		in := list[len(list)-1]
@@ -265,7 +268,7 @@ func (a *Agent) acquire(k fnKey) *instance {
 			return in
 		}
 		delete(a.all, in.id) // died while idle
-		go in.close(context.Background())
+		a.closeLater(in)
 	}
 	return nil
 }
@@ -309,7 +312,7 @@ func (a *Agent) release(k fnKey, in *instance, healthy bool) {
 	delete(a.all, in.id)
 	a.signalFreedLocked()
 	a.mu.Unlock()
-	go in.close(context.Background())
+	a.closeLater(in)
 	a.notify()
 }
 
@@ -554,7 +557,44 @@ func (a *Agent) reap(now time.Time) {
 	a.mu.Unlock()
 	for _, in := range old {
 		a.log.Info("keep-alive expired", "instance", in.id)
+		a.closeLater(in) // not here: reap runs in the heartbeat loop
+	}
+}
+
+// closeLater removes an instance in the background. Removing one takes a
+// kill, the task's exit and containerd's deletes — up to seconds under
+// load — and callers such as the heartbeat loop (reap, setTargets) must
+// not wait for it: heartbeats held up for suspectAfter (5 s) by a batch of
+// removals made the scheduler take a healthy agent for suspect and refuse
+// invocations ("no ready agent"). Shutdown waits for these removals.
+func (a *Agent) closeLater(in *instance) {
+	a.closingMu.Lock()
+	a.closingN++
+	a.closingMu.Unlock()
+	go func() {
 		in.close(context.Background())
+		a.closingMu.Lock()
+		a.closingN--
+		a.closingMu.Unlock()
+	}()
+}
+
+// waitClosing waits until no instance is being removed in the background,
+// for up to a minute.
+func (a *Agent) waitClosing() {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		a.closingMu.Lock()
+		n := a.closingN
+		a.closingMu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			a.log.Warn("instances still being removed at shutdown", "count", n)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -597,6 +637,7 @@ func (a *Agent) Shutdown(ctx context.Context) {
 		go func() { defer wg.Done(); in.close(ctx) }()
 	}
 	wg.Wait()
+	a.waitClosing() // instances already being removed in the background
 	// Whatever a start cut short by the shutdown left (a container, a
 	// network namespace) goes too: a stopped agent leaves nothing behind.
 	if c, ok := a.launch.(interface {

@@ -42,7 +42,7 @@ func (a *Agent) setTargets(targets []api.PoolTarget) {
 	a.mu.Unlock()
 	for _, in := range retire {
 		a.log.Info("pool shrunk: retiring idle instance", "instance", in.id)
-		in.close(context.Background())
+		a.closeLater(in) // setTargets runs in the heartbeat loop
 	}
 	if len(retire) > 0 {
 		a.notify()

@@ -335,7 +335,13 @@ func (s *Scheduler) dispatchDue() time.Duration {
 		q.wg.Add(1)
 		go func() {
 			defer q.wg.Done()
-			s.deliver(d.key, d.ev)
+			// The queue was read before this event was marked in flight: a
+			// delivery of it that ended since then may have removed it or
+			// recorded an attempt (and un-marked it), so read it again.
+			// Without this a delivered event was now and then delivered twice.
+			if ev, ok := s.dueEvent(d.key, now); ok {
+				s.deliver(d.key, ev)
+			}
 			q.mu.Lock()
 			delete(q.inflight, d.key)
 			q.mu.Unlock()
@@ -343,6 +349,25 @@ func (s *Scheduler) dispatchDue() time.Duration {
 		}()
 	}
 	return max(wait, time.Millisecond)
+}
+
+// dueEvent reads a queued event afresh: false when it is gone or not due.
+func (s *Scheduler) dueEvent(key uint64, now time.Time) (asyncEvent, bool) {
+	var ev asyncEvent
+	found := false
+	_ = s.reg.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAsyncQueue)
+		if b == nil {
+			return nil
+		}
+		v := b.Get(u64(key))
+		if v == nil || json.Unmarshal(v, &ev) != nil {
+			return nil
+		}
+		found = !ev.NextAt.After(now)
+		return nil
+	})
+	return ev, found
 }
 
 func be64(b []byte) uint64 {
