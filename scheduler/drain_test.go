@@ -3,6 +3,7 @@ package scheduler
 import (
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/amberfn/amber/api"
 )
@@ -108,5 +109,21 @@ func TestShuttingDownAgentTakesNoWork(t *testing.T) {
 	ts.do(t, "POST", "/v1/functions/hello/invoke", nil)
 	if len(a1.got()) != 1 {
 		t.Errorf("restarted a1 got %d requests, want 1", len(a1.got()))
+	}
+}
+
+// Right after a start, an invocation waits for agents to re-register
+// instead of being refused.
+func TestStartGraceWaitsForAgents(t *testing.T) {
+	ts := newTestScheduler(t, WithStartGrace(time.Minute))
+	ts.deploy(t, "hello", 128)
+	a1 := newFakeAgent(t, "a1")
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		ts.heartbeat(t, agentHB("a1", a1.srv.URL, 8192))
+	}()
+	resp := ts.do(t, "POST", "/v1/functions/hello/invoke", nil)
+	if resp.StatusCode != http.StatusOK || len(a1.got()) != 1 {
+		t.Fatalf("invoke during the start grace: %d, agent got %d", resp.StatusCode, len(a1.got()))
 	}
 }

@@ -254,6 +254,14 @@ func (s *Scheduler) invoke(w http.ResponseWriter, ctx context.Context, fn *api.F
 	var lastErr error
 	for {
 		res, agentURL, p, err := s.reserve(fn, pool, exclude)
+		if err != nil && len(refused) == 0 && time.Since(s.started) < s.startGrace {
+			// Just started: the agents have not all sent a heartbeat yet.
+			select {
+			case <-time.After(50 * time.Millisecond):
+				continue
+			case <-ctx.Done():
+			}
+		}
 		if err != nil {
 			log.Warn("no placement", "err", err.Error(), "refused", refused)
 			w.Header().Set(api.HeaderRequestID, reqID)

@@ -65,7 +65,7 @@ type testScheduler struct {
 func newTestScheduler(t *testing.T, opts ...Option) *testScheduler {
 	t.Helper()
 	ts := &testScheduler{dir: t.TempDir(), clock: newFakeClock()}
-	all := append([]Option{WithDataDir(ts.dir), WithClock(ts.clock.Now), WithLogger(testLogger(t))}, opts...)
+	all := append([]Option{WithDataDir(ts.dir), WithClock(ts.clock.Now), WithLogger(testLogger(t)), WithStartGrace(0)}, opts...)
 	s, err := New(all...)
 	if err != nil {
 		t.Fatalf("New: %v", err)

@@ -289,6 +289,12 @@ func (l *ledger) commit(recs []api.LedgerRecord, walApplied int64) error {
 			if err := rb.Put(append(u64(uint64(r.Time.UnixNano())), u64(seq)...), data); err != nil {
 				return err
 			}
+			if r.StartKind == "" {
+				// No agent answered (it died mid-call, replied 5xx, or was
+				// unreachable): the record stays in the listing, but a
+				// request the platform failed is not billed.
+				continue
+			}
 			k := hourFn{r.Time.Truncate(time.Hour).Unix(), r.Function}
 			u := sums[k]
 			if u == nil {

@@ -95,7 +95,7 @@ func TestLedgerPricesAndFreeTier(t *testing.T) {
 		at  time.Time
 		gbs float64
 	}{{day(1), 4}, {day(1), 4}, {day(2), 4}, {day(2), 4}, {time.Date(2025, 2, 1, 0, 30, 0, 0, time.UTC), 1}} {
-		recs = append(recs, api.LedgerRecord{Time: r.at, Function: "f", RequestID: "x", GBSeconds: r.gbs})
+		recs = append(recs, api.LedgerRecord{Time: r.at, Function: "f", RequestID: "x", GBSeconds: r.gbs, StartKind: api.StartWarm})
 	}
 	for _, r := range recs {
 		if err := ts.ledger.write(r); err != nil {
@@ -166,7 +166,7 @@ func TestLedgerGroupCommit(t *testing.T) {
 	done := make(chan struct{})
 	for i := range 50 {
 		go func() {
-			ts.ledgerInvocation(t.Context(), fn, "r", "a", &api.InvokeResult{BilledMs: int64(i + 1), MemoryMB: 256}, false)
+			ts.ledgerInvocation(t.Context(), fn, "r", "a", &api.InvokeResult{BilledMs: int64(i + 1), MemoryMB: 256, StartKind: api.StartWarm}, false)
 			done <- struct{}{}
 		}()
 	}
@@ -200,5 +200,21 @@ func TestLedgerPricesFile(t *testing.T) {
 	}
 	if p, err := loadPrices(t.TempDir()); err != nil || p != api.DefaultPrices() {
 		t.Fatalf("no file: %+v, %v", p, err)
+	}
+}
+
+// A platform failure (no agent answered) is listed but not billed.
+func TestLedgerPlatformFailureNotBilled(t *testing.T) {
+	ts := newTestScheduler(t)
+	fn := &api.Function{FunctionSpec: api.FunctionSpec{Name: "p", MemoryMB: 128}, Version: 1}
+	ts.ledgerInvocation(t.Context(), fn, "ok", "a", &api.InvokeResult{BilledMs: 3, MemoryMB: 128, StartKind: api.StartCold}, false)
+	ts.ledgerInvocation(t.Context(), fn, "lost", "a", nil, true)
+	recs, _ := ts.ledgerRecords("p", time.Time{}, 10)
+	if len(recs) != 2 {
+		t.Fatalf("%d records listed, want 2", len(recs))
+	}
+	b, _ := ts.bill(ts.clock.Now().Add(-time.Hour), ts.clock.Now(), "")
+	if b.Totals.Requests != 1 || b.Totals.ColdStarts != 1 || b.Totals.Errors != 0 {
+		t.Fatalf("totals %+v: want the answered request only", b.Totals)
 	}
 }

@@ -52,6 +52,8 @@ type Scheduler struct {
 	hc            *http.Client
 	now           func() time.Time
 	suspectAfter  time.Duration
+	startGrace    time.Duration // see WithStartGrace
+	started       time.Time     // wall clock, for startGrace
 	goneAfter     time.Duration
 	forgetAfter   time.Duration
 	maxImageBytes int64
@@ -132,6 +134,15 @@ func WithClock(now func() time.Time) Option {
 	}
 }
 
+// WithStartGrace sets how long after the scheduler starts an invocation
+// that finds no ready agent waits for agents to (re-)register before it
+// is refused (default DefaultStartGrace; 0 refuses at once).
+func WithStartGrace(d time.Duration) Option { return func(s *Scheduler) { s.startGrace = d } }
+
+// DefaultStartGrace covers a few heartbeats (agents send one a second): a
+// restarted scheduler knows no agent until each has sent one.
+const DefaultStartGrace = 3 * time.Second
+
 // WithMaxImageBytes caps the size of an uploaded image archive (default 1 GiB).
 func WithMaxImageBytes(n int64) Option { return func(s *Scheduler) { s.maxImageBytes = n } }
 
@@ -147,6 +158,8 @@ func New(opts ...Option) (*Scheduler, error) {
 		suspectAfter:  DefaultSuspectAfter,
 		goneAfter:     DefaultGoneAfter,
 		forgetAfter:   DefaultForgetAfter,
+		startGrace:    DefaultStartGrace,
+		started:       time.Now(),
 		maxImageBytes: DefaultMaxImageBytes,
 		newRequestID:  newRequestID,
 		agents:        map[string]*agentEntry{},
