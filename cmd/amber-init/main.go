@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"syscall"
 
 	"github.com/amberfn/amber/agent/initd"
 )
@@ -23,7 +24,9 @@ import (
 func main() {
 	// amber-init relays one invocation at a time: a second P would only
 	// spin looking for work and hand goroutines between threads, which
-	// costs the instance CPU on every invocation.
+	// costs the instance CPU on every invocation. With one P the frame
+	// pipes must be on the poller (pollable), or a blocked read would hold
+	// the P until sysmon takes it back.
 	runtime.GOMAXPROCS(1)
 	listen := flag.String("listen", initd.DefaultListenAddr, "Runtime API listen address")
 	debug := flag.Bool("debug", false, "log debug messages to stderr")
@@ -35,7 +38,8 @@ func main() {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
-	opts := []initd.Option{initd.WithListenAddr(*listen), initd.WithLogger(log)}
+	opts := []initd.Option{initd.WithListenAddr(*listen), initd.WithLogger(log),
+		initd.WithStdio(pollable(0, "stdin"), pollable(1, "stdout"))}
 	if args := flag.Args(); len(args) > 0 {
 		opts = append(opts, initd.WithCommand(args...))
 	}
@@ -44,4 +48,12 @@ func main() {
 		log.Info("amber-init exiting", "err", err)
 	}
 	os.Exit(initd.ExitCode(err))
+}
+
+// pollable returns fd as a file on Go's poller: a frame read then parks a
+// goroutine instead of holding a thread (and, with one P, the P) in a
+// blocking read until sysmon takes the P back.
+func pollable(fd int, name string) *os.File {
+	_ = syscall.SetNonblock(fd, true) // if refused, the file stays blocking: slower, not wrong
+	return os.NewFile(uintptr(fd), name)
 }
