@@ -19,6 +19,7 @@ import (
 
 	"github.com/amberfn/amber/api"
 	"github.com/amberfn/amber/scheduler"
+	"github.com/amberfn/amber/testenv"
 )
 
 // Security checks against the real cluster over loopback: credentials on
@@ -146,7 +147,7 @@ func TestSecurityCredentials(t *testing.T) {
 	})
 
 	t.Run("agents", func(t *testing.T) {
-		agents, err := c.Client().Agents(t.Context())
+		agents, err := readyAgents(t, c)
 		if err != nil || len(agents) == 0 {
 			t.Fatalf("agents: %v %v", agents, err)
 		}
@@ -228,7 +229,7 @@ func TestSecurityNamesAndBodies(t *testing.T) {
 		if r.status != 400 || !strings.Contains(string(r.body), "FunctionName") {
 			t.Errorf("Lambda invoke of %q: %d %s, want 400 naming FunctionName", name, r.status, r.body)
 		}
-		agents, _ := c.Client().Agents(t.Context())
+		agents, _ := readyAgents(t, c)
 		for _, a := range agents {
 			r := secDo(t, "GET", a.URL+"/v1/functions/"+seg+"/logs", auth, nil, nil)
 			if r.status != 400 || !strings.Contains(string(r.body), "function") {
@@ -348,4 +349,17 @@ func TestSecurityFunctionCannotReachAnother(t *testing.T) {
 	if lkv["netns"] == "" || pkv["netns"] == "" || lkv["netns"] == pkv["netns"] || lkv["netns"] == host || pkv["netns"] == host {
 		t.Errorf("network namespaces: listener %q, prober %q, host %q; want three different ones", lkv["netns"], pkv["netns"], host)
 	}
+}
+
+// readyAgents lists the shared cluster's ready agents (other tests leave
+// agents of their own behind, stopped: those are not probed).
+func readyAgents(t *testing.T, c *testenv.Cluster) ([]api.AgentStatus, error) {
+	all, err := c.Client().Agents(t.Context())
+	var out []api.AgentStatus
+	for _, a := range all {
+		if a.State == api.AgentReady {
+			out = append(out, a)
+		}
+	}
+	return out, err
 }
