@@ -330,6 +330,10 @@ type throughputResult struct {
 	Errors    int
 	Instances int            // idle instances of the function when the run started
 	PerAgent  map[string]int // successful invocations per agent
+	// CPU is the CPU time per successful invocation of each process of
+	// the cluster (test process: clients, scheduler and agents).
+	CPU      []bench.CPUShare
+	CPUTotal float64 // µs per invocation
 }
 
 // Rate is successful invocations per second.
@@ -368,6 +372,7 @@ func measureThroughput(tb testing.TB, f *fixture, workers int, dur time.Duration
 		time.Sleep(200 * time.Millisecond)
 	}
 	var mu sync.Mutex
+	before := bench.SampleCPU(f.cluster.Dir)
 	end := time.Now().Add(dur)
 	var wg sync.WaitGroup
 	for range workers {
@@ -397,6 +402,7 @@ func measureThroughput(tb testing.TB, f *fixture, workers int, dur time.Duration
 		}()
 	}
 	wg.Wait()
+	r.CPU, r.CPUTotal = bench.CPUPerOp(before, bench.SampleCPU(f.cluster.Dir), len(r.Lats))
 	if _, err := c.SetPool(context.WithoutCancel(ctx), "bench-tput", api.PoolChange{MinWarm: ptr(0), MaxInstances: ptr(0)}); err != nil {
 		tb.Fatal(err)
 	}
@@ -413,11 +419,16 @@ func BenchmarkThroughput(b *testing.B) {
 	if v, err := time.ParseDuration(os.Getenv("AMBER_BENCH_DURATION")); err == nil {
 		dur = v
 	}
-	r := measureThroughput(b, f, 16, dur)
+	clients := 16
+	if v, err := strconv.Atoi(os.Getenv("AMBER_BENCH_CLIENTS")); err == nil && v > 0 {
+		clients = v
+	}
+	r := measureThroughput(b, f, clients, dur)
 	b.ReportMetric(r.Rate(), "invocations/s")
 	b.ReportMetric(float64(percentile(r.Lats, 99).Microseconds()), "p99-µs")
-	b.Logf("%d workers for %s: %d invocations (%.0f/s), %d failed, p50 %s p99 %s, per agent %v",
-		r.Workers, dur, len(r.Lats), r.Rate(), r.Errors, percentile(r.Lats, 50), percentile(r.Lats, 99), r.PerAgent)
+	b.ReportMetric(r.CPUTotal, "cpu-µs/op")
+	b.Logf("%d workers for %s: %d invocations (%.0f/s), %d failed, p50 %s p99 %s, per agent %v; CPU per invocation %.0f µs: %v",
+		r.Workers, dur, len(r.Lats), r.Rate(), r.Errors, percentile(r.Lats, 50), percentile(r.Lats, 99), r.PerAgent, r.CPUTotal, r.CPU)
 }
 
 // BenchmarkSnapshotRestore measures, for examples/heavy-init and

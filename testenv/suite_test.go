@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -180,6 +181,14 @@ func TestBenchSuite(t *testing.T) {
 	tt.Add(fmt.Sprint(tp.Workers), fmt.Sprint(len(f.cluster.Agents)), fmt.Sprintf("%.0f", tp.Rate()), bench.Dur(lat.P50), bench.Dur(lat.P99),
 		bench.X(bench.Ratio(lat.P50, via.P50)), bench.X(bench.Ratio(lat.P99, via.P99)), fmt.Sprint(tp.Errors), strings.Join(agents, ", "))
 	w("%s\n", tt.String())
+	w("CPU time per invocation during the run, by process (the test process holds the clients, the scheduler and both agents; "+
+		"the cores are shared by all of them, so %d cores ÷ this total bounds the rate):\n\n", runtime.NumCPU())
+	cput := bench.Table{Header: []string{"process", "CPU per invocation", "share"}}
+	for _, s := range tp.CPU {
+		cput.Add(s.Command, fmt.Sprintf("%.0f µs", s.PerOp), fmt.Sprintf("%.0f%%", 100*s.PerOp/tp.CPUTotal))
+	}
+	cput.Add("total", fmt.Sprintf("%.0f µs", tp.CPUTotal), fmt.Sprintf("bound %.0f/s", float64(runtime.NumCPU())*1e6/tp.CPUTotal))
+	w("%s\n", cput.String())
 
 	// Placement and console.
 	w("## Placement and console\n\n")
