@@ -97,13 +97,28 @@ func WithPrices(p api.Prices) Option { return func(s *Scheduler) { s.bgCfg.price
 func WithLedgerRetention(d time.Duration) Option { return func(s *Scheduler) { s.bgCfg.retention = d } }
 
 type ledger struct {
-	db      *bolt.DB
-	wal     *ledgerWAL
-	pending []api.LedgerRecord // in the log, not yet applied to db (ledger loop only)
-	reqs    chan *ledgerWrite
-	syncs   chan chan error
-	stop    chan struct{}
-	done    chan struct{}
+	db  *bolt.DB
+	wal *ledgerWAL
+
+	// Group commit. A writer that finds no append going on leads one, in
+	// its own goroutine: it appends every queued record with one
+	// fdatasync. The others queue and wait for their leader. A leader that
+	// finds more queued after its round hands the lead to the ledger loop
+	// (lead), so its own answer waits for no one else's.
+	qmu        sync.Mutex
+	queue      []*ledgerWrite
+	leading    bool
+	closed     bool
+	pending    []api.LedgerRecord // in the log, not yet applied to db
+	pendingEnd int64              // the log's end after pending
+
+	walMu   sync.Mutex // the log file: appends and resets
+	applyMu sync.Mutex // one apply at a time
+
+	lead chan struct{} // the loop takes the lead (buffered)
+	kick chan struct{} // the loop applies now (buffered)
+	stop chan struct{}
+	done chan struct{}
 
 	mu   sync.Mutex
 	warm map[string]*warmAcc
@@ -150,7 +165,7 @@ func openLedger(dir string, log *slog.Logger) (_ *ledger, err error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &ledger{db: db, wal: wal, reqs: make(chan *ledgerWrite), syncs: make(chan chan error),
+	l := &ledger{db: db, wal: wal, lead: make(chan struct{}, 1), kick: make(chan struct{}, 1),
 		stop: make(chan struct{}), done: make(chan struct{}), warm: map[string]*warmAcc{}}
 	recs, dropped, err := wal.readFrom(applied)
 	if err == nil && dropped > 0 {
@@ -158,8 +173,10 @@ func openLedger(dir string, log *slog.Logger) (_ *ledger, err error) {
 	}
 	if err == nil && (len(recs) > 0 || applied != wal.size) {
 		log.Info("ledger: applying the log after a crash", "records", len(recs))
-		l.pending = recs
-		err = l.apply()
+		if err = l.commit(recs, wal.size); err == nil {
+			l.pendingEnd = wal.size
+			err = l.apply() // empties the log if it is large
+		}
 	}
 	if err != nil {
 		wal.close()
@@ -171,42 +188,117 @@ func openLedger(dir string, log *slog.Logger) (_ *ledger, err error) {
 // write makes rec durable in the log, blocking until it is on disk.
 func (l *ledger) write(rec api.LedgerRecord) error {
 	w := &ledgerWrite{rec: rec, done: make(chan error, 1)}
-	select {
-	case l.reqs <- w:
-	case <-l.stop:
+	l.qmu.Lock()
+	if l.closed {
+		l.qmu.Unlock()
 		return errLedgerClosed
 	}
+	l.queue = append(l.queue, w)
+	if !l.leading {
+		l.leading = true
+		l.appendQueuedLocked()
+		if len(l.queue) > 0 {
+			signal(l.lead) // leading stays set: the loop drains the queue
+		} else {
+			l.leading = false
+		}
+		if len(l.pending) >= walApplyRecords {
+			signal(l.kick)
+		}
+	}
+	l.qmu.Unlock()
 	return <-w.done
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// appendQueuedLocked appends the queued records as one group and answers
+// their writers. Called by the leader with qmu held; qmu is released
+// while the log is written.
+func (l *ledger) appendQueuedLocked() {
+	batch := l.queue
+	l.queue = nil
+	l.qmu.Unlock()
+	recs := make([]api.LedgerRecord, len(batch))
+	for i, w := range batch {
+		recs[i] = w.rec
+	}
+	l.walMu.Lock()
+	err := l.wal.append(recs, true)
+	end := l.wal.size
+	l.walMu.Unlock()
+	l.qmu.Lock()
+	if err == nil {
+		l.pending = append(l.pending, recs...)
+		l.pendingEnd = end
+	}
+	for _, w := range batch {
+		w.done <- err
+	}
+}
+
+// drain appends until the queue is empty and gives up the lead (the
+// ledger loop, after a leader handed it over).
+func (l *ledger) drain() {
+	l.qmu.Lock()
+	defer l.qmu.Unlock()
+	for len(l.queue) > 0 {
+		l.appendQueuedLocked()
+	}
+	l.leading = false
 }
 
 // sync applies every logged record to db, so that reads see them.
 func (l *ledger) sync() error {
-	ch := make(chan error, 1)
-	select {
-	case l.syncs <- ch:
-		return <-ch
-	case <-l.done:
-		return nil // closed: everything was applied
+	l.qmu.Lock()
+	closed := l.closed
+	l.qmu.Unlock()
+	if closed {
+		return nil // Close applied everything
 	}
+	return l.apply()
 }
 
 // apply commits the pending records to db with the log's end as the
 // applied offset, then empties the log when it has grown large.
 func (l *ledger) apply() error {
-	if len(l.pending) > 0 || l.wal.size > 0 {
-		if err := l.commit(l.pending, l.wal.size); err != nil {
+	l.applyMu.Lock()
+	defer l.applyMu.Unlock()
+	l.qmu.Lock()
+	recs, end := l.pending, l.pendingEnd
+	l.pending = nil
+	l.qmu.Unlock()
+	if len(recs) > 0 {
+		if err := l.commit(recs, end); err != nil {
+			l.qmu.Lock()
+			l.pending = append(recs, l.pending...) // tried again next time
+			l.qmu.Unlock()
 			return err
 		}
-		l.pending = l.pending[:0]
 	}
-	if l.wal.size < walMaxSize {
+	if end < walMaxSize {
 		return nil
 	}
-	// Truncate first: a crash before the offset is reset leaves an offset
-	// past the end of an empty log, which openLedger reads as "all applied".
+	// Empty the log, unless records were appended since (next time, then).
+	// Appends wait meanwhile. Truncate first: a crash before the offset is
+	// reset leaves an offset past the end of an empty log, which
+	// openLedger reads as "all applied".
+	l.walMu.Lock()
+	defer l.walMu.Unlock()
+	if l.wal.size != end {
+		return nil
+	}
 	if err := l.wal.reset(); err != nil {
 		return err
 	}
+	l.qmu.Lock()
+	l.pendingEnd = 0
+	l.qmu.Unlock()
 	return l.commit(nil, 0)
 }
 
@@ -320,8 +412,9 @@ func (l *ledger) commit(recs []api.LedgerRecord, walApplied int64) error {
 	})
 }
 
-// ledgerLoop is the ledger's writer: group appends to the log, applying
-// the log to db, warmth flushes and compaction, until the ledger is closed.
+// ledgerLoop is the ledger's background writer: it takes the lead of
+// group appends under load, applies the log to db, flushes warmth and
+// compacts, until the ledger is closed.
 func (s *Scheduler) ledgerLoop() {
 	l := s.ledger
 	defer close(l.done)
@@ -329,50 +422,21 @@ func (s *Scheduler) ledgerLoop() {
 	defer flush.Stop()
 	applyTick := time.NewTicker(walApplyEvery)
 	defer applyTick.Stop()
-	apply := func() error {
-		err := l.apply()
-		if err != nil {
-			s.log.Error("ledger: apply the log", "err", err.Error(), "pending", len(l.pending))
+	apply := func() {
+		if err := l.apply(); err != nil {
+			s.log.Error("ledger: apply the log", "err", err.Error())
 		}
-		return err
 	}
 	s.compactLedger()
 	lastCompact := time.Now()
-	var batch []*ledgerWrite
-	var recs []api.LedgerRecord
 	for {
 		select {
-		case w := <-l.reqs:
-			batch = append(batch[:0], w)
-		more:
-			for len(batch) < 4096 {
-				select {
-				case w := <-l.reqs:
-					batch = append(batch, w)
-				default:
-					break more
-				}
-			}
-			recs = recs[:0]
-			for _, w := range batch {
-				recs = append(recs, w.rec)
-			}
-			err := l.wal.append(recs, true)
-			if err == nil {
-				l.pending = append(l.pending, recs...)
-			}
-			for _, w := range batch {
-				w.done <- err
-			}
-			if len(l.pending) >= walApplyRecords {
-				apply()
-			}
+		case <-l.lead:
+			l.drain()
+		case <-l.kick:
+			apply()
 		case <-applyTick.C:
-			if len(l.pending) > 0 {
-				apply()
-			}
-		case ch := <-l.syncs:
-			ch <- apply()
+			apply()
 		case <-flush.C:
 			s.flushWarmth()
 			if time.Since(lastCompact) > time.Hour {
@@ -380,6 +444,26 @@ func (s *Scheduler) ledgerLoop() {
 				lastCompact = time.Now()
 			}
 		case <-l.stop:
+			l.qmu.Lock()
+			l.closed = true // no new writes
+			l.qmu.Unlock()
+			// A leader in the middle of its round either finishes with
+			// an empty queue or hands the rest over.
+			for {
+				select {
+				case <-l.lead:
+					l.drain()
+					continue
+				default:
+				}
+				l.qmu.Lock()
+				leading := l.leading
+				l.qmu.Unlock()
+				if !leading {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
 			apply()
 			s.flushWarmth()
 			return
