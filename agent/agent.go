@@ -172,7 +172,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 func (a *Agent) heartbeat(ctx context.Context) {
 	hb := api.Heartbeat{Name: a.name, URL: a.url, CapacityMB: a.capacityMB, Stats: a.stats(), Instances: a.Instances(),
-		ShuttingDown: a.shuttingDown.Load()}
+		ShuttingDown: a.shuttingDown.Load(), Snapshots: a.snaps.restorable()}
 	hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	reply, err := a.reg.Heartbeat(hctx, hb)

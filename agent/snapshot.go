@@ -175,6 +175,28 @@ func (m *snapManager) status(k fnKey) string {
 	}
 }
 
+// restorable lists the versions whose new instances start here by
+// restoring a stored snapshot (for heartbeats: placement prefers them).
+func (m *snapManager) restorable() []api.SnapshotRef {
+	if m == nil || m.store == nil {
+		return nil
+	}
+	entries := m.store.List()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []api.SnapshotRef
+	for _, e := range entries {
+		if e.Function == "" {
+			continue // unreadable metadata
+		}
+		if f := m.fns[fnKey{e.Function, e.Version}]; f != nil && f.restoreTime > 0 && f.initTime > 0 && f.restoreTime >= f.initTime {
+			continue // cold starts are faster here
+		}
+		out = append(out, api.SnapshotRef{Function: e.Function, Version: e.Version})
+	}
+	return out
+}
+
 // chooseRestore returns the snapshot to restore the version from, when
 // there is one and restoring is (or may be) faster than init. A snapshot
 // that does not verify is discarded here.

@@ -165,6 +165,15 @@ type Heartbeat struct {
 	// placed on it while it finishes what it holds. A restarted agent's
 	// heartbeats no longer carry it.
 	ShuttingDown bool `json:"shutting_down,omitempty"`
+	// Snapshots are the function versions this agent holds a snapshot of
+	// and would restore new instances from (placement prefers them).
+	Snapshots []SnapshotRef `json:"snapshots,omitempty"`
+}
+
+// SnapshotRef names a function version an agent can restore.
+type SnapshotRef struct {
+	Function string `json:"function"`
+	Version  int    `json:"version"`
 }
 
 // AgentStatus is the scheduler's view of one agent.

@@ -31,7 +31,8 @@ type agentEntry struct {
 	// instances that heartbeat still showed as idle).
 	gen    uint64
 	claims map[fnKey]int
-	idle   map[fnKey]int // idle instances in the last heartbeat
+	idle   map[fnKey]int  // idle instances in the last heartbeat
+	snaps  map[fnKey]bool // versions it restores from a snapshot (last heartbeat)
 	// inflight counts this agent's invocations in flight, per function.
 	inflight map[string]int
 }
@@ -99,6 +100,10 @@ func (s *Scheduler) heartbeat(hb api.Heartbeat) error {
 	e.gen++
 	e.claims = map[fnKey]int{}
 	e.idle = idle
+	e.snaps = map[fnKey]bool{}
+	for _, sr := range hb.Snapshots {
+		e.snaps[fnKey{sr.Function, sr.Version}] = true
+	}
 	return nil
 }
 
@@ -190,6 +195,7 @@ func (s *Scheduler) candidatesLocked(k fnKey, caps map[string]int) []Candidate {
 			ReservedMB:    e.reservedMB,
 			IdleInstances: max(0, e.idle[k]-e.claims[k]),
 			AtCap:         caps != nil && (!capped || e.inflight[k.name] >= capN),
+			Snapshot:      e.snaps[k],
 		})
 	}
 	slices.SortFunc(out, func(a, b Candidate) int { return strings.Compare(a.Name, b.Name) })

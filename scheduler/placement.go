@@ -21,6 +21,9 @@ type Candidate struct {
 	// AtCap is set when the agent already runs its share of the function's
 	// max_instances: it may take the invocation only on an idle instance.
 	AtCap bool
+	// Snapshot is set when the agent holds a snapshot of the version and
+	// would restore a new instance from it.
+	Snapshot bool
 }
 
 // FreeMB is the memory left for new invocations.
@@ -39,6 +42,7 @@ type PlacementRequest struct {
 // Placement reasons.
 const (
 	ReasonIdleInstance = "idle-instance" // an idle warm instance is waiting there
+	ReasonSnapshot     = "snapshot"      // it restores the version from a snapshot it holds
 	ReasonFreeMemory   = "free-memory"   // the ready agent with the most free memory
 )
 
@@ -53,7 +57,9 @@ type Placement struct {
 //  1. a ready agent with an unclaimed idle instance of the function version
 //     (the most unclaimed idle instances first; its memory is already
 //     allocated, so no free memory is required);
-//  2. else the ready agent with the most free memory, if it has at least
+//  2. else a ready agent holding a snapshot of the version, with at least
+//     req.MemoryMB free (the most free memory first);
+//  3. else the ready agent with the most free memory, if it has at least
 //     req.MemoryMB free.
 //
 // Ties go to the function's home agent: the highest rendezvous hash of
@@ -62,16 +68,18 @@ type Placement struct {
 // gone agents are never chosen. It returns an error wrapping
 // api.ErrUnavailable when no agent fits.
 func Place(req PlacementRequest, cands []Candidate) (Placement, error) {
+	// rank orders the reasons: 0 idle instance, 1 snapshot, 2 free memory.
+	reasons := [...]string{ReasonIdleInstance, ReasonSnapshot, ReasonFreeMemory}
 	var best *Candidate
-	bestReason := ""
-	better := func(c *Candidate, reason string) bool {
+	bestRank := 0
+	better := func(c *Candidate, rank int) bool {
 		if best == nil {
 			return true
 		}
-		if (reason == ReasonIdleInstance) != (bestReason == ReasonIdleInstance) {
-			return reason == ReasonIdleInstance
+		if rank != bestRank {
+			return rank < bestRank
 		}
-		if reason == ReasonIdleInstance && c.IdleInstances != best.IdleInstances {
+		if rank == 0 && c.IdleInstances != best.IdleInstances {
 			return c.IdleInstances > best.IdleInstances
 		}
 		if c.FreeMB() != best.FreeMB() {
@@ -84,25 +92,25 @@ func Place(req PlacementRequest, cands []Candidate) (Placement, error) {
 		if c.State != api.AgentReady || req.Exclude[c.Name] {
 			continue
 		}
-		reason := ""
+		var rank int
 		switch {
 		case c.IdleInstances > 0:
-			reason = ReasonIdleInstance
-		case c.AtCap:
+			rank = 0
+		case c.AtCap || c.FreeMB() < req.MemoryMB:
 			continue
-		case c.FreeMB() >= req.MemoryMB:
-			reason = ReasonFreeMemory
+		case c.Snapshot:
+			rank = 1
 		default:
-			continue
+			rank = 2
 		}
-		if better(c, reason) {
-			best, bestReason = c, reason
+		if better(c, rank) {
+			best, bestRank = c, rank
 		}
 	}
 	if best == nil {
 		return Placement{}, fmt.Errorf("no ready agent with %d MB free for function %s: %w", req.MemoryMB, req.Function, api.ErrUnavailable)
 	}
-	return Placement{Agent: best.Name, Reason: bestReason}, nil
+	return Placement{Agent: best.Name, Reason: reasons[bestRank]}, nil
 }
 
 // homeScore is the rendezvous (highest random weight) hash of a function on

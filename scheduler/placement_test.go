@@ -23,6 +23,8 @@ func homeOf(fn string, agents ...string) string {
 	return best
 }
 
+func withSnapshot(c Candidate) Candidate { c.Snapshot = true; return c }
+
 func TestPlace(t *testing.T) {
 	req := PlacementRequest{Function: "hello", Version: 3, MemoryMB: 256}
 	tests := []struct {
@@ -67,6 +69,34 @@ func TestPlace(t *testing.T) {
 			cands:      []Candidate{ready("a", 4096, 3072, 0), ready("b", 2048, 0, 0), ready("c", 1024, 0, 0)},
 			wantAgent:  "b",
 			wantReason: ReasonFreeMemory,
+		},
+		{
+			name:       "no idle: a snapshot holder beats more free memory",
+			req:        req,
+			cands:      []Candidate{ready("a", 8192, 0, 0), withSnapshot(ready("b", 1024, 0, 0))},
+			wantAgent:  "b",
+			wantReason: ReasonSnapshot,
+		},
+		{
+			name:       "an idle instance beats a snapshot",
+			req:        req,
+			cands:      []Candidate{withSnapshot(ready("a", 8192, 0, 0)), ready("b", 1024, 0, 1)},
+			wantAgent:  "b",
+			wantReason: ReasonIdleInstance,
+		},
+		{
+			name:       "a snapshot holder without the memory is passed over",
+			req:        req,
+			cands:      []Candidate{withSnapshot(ready("a", 512, 400, 0)), ready("b", 1024, 0, 0)},
+			wantAgent:  "b",
+			wantReason: ReasonFreeMemory,
+		},
+		{
+			name:       "two snapshot holders: more free memory",
+			req:        req,
+			cands:      []Candidate{withSnapshot(ready("a", 1024, 0, 0)), withSnapshot(ready("b", 4096, 0, 0)), ready("c", 8192, 0, 0)},
+			wantAgent:  "b",
+			wantReason: ReasonSnapshot,
 		},
 		{
 			name:       "reserved memory counts",
@@ -196,5 +226,27 @@ func TestPlaceHomeStable(t *testing.T) {
 		if homes[a] < 20 {
 			t.Errorf("agent %s is home to %d of 200 functions; want a fair spread (%v)", a, homes[a], homes)
 		}
+	}
+}
+
+// An agent whose heartbeat lists a snapshot of the version gets the
+// invocation that finds no idle instance, though another has more memory.
+func TestPlacementPrefersSnapshotHolder(t *testing.T) {
+	ts := newTestScheduler(t)
+	big, small := newFakeAgent(t, "big"), newFakeAgent(t, "small")
+	fn := ts.deploy(t, "hello", 128)
+	ts.heartbeat(t, agentHB("big", big.srv.URL, 8192))
+	hb := agentHB("small", small.srv.URL, 1024)
+	hb.Snapshots = []api.SnapshotRef{{Function: "hello", Version: fn.Version}}
+	ts.heartbeat(t, hb)
+	ts.do(t, "POST", "/v1/functions/hello/invoke", nil)
+	if len(small.got()) != 1 || len(big.got()) != 0 {
+		t.Fatalf("small (snapshot) got %d, big got %d; want 1 and 0", len(small.got()), len(big.got()))
+	}
+	hb.Snapshots = []api.SnapshotRef{{Function: "hello", Version: fn.Version + 1}} // another version's
+	ts.heartbeat(t, hb)
+	ts.do(t, "POST", "/v1/functions/hello/invoke", nil)
+	if len(big.got()) != 1 {
+		t.Fatalf("without a snapshot of this version, big (more memory) got %d, want 1", len(big.got()))
 	}
 }
