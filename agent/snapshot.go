@@ -155,7 +155,7 @@ func (m *snapManager) status(k fnKey) string {
 	}
 	m.mu.Unlock()
 	ms := func(d time.Duration) string { return fmt.Sprintf("%d ms", d.Round(time.Millisecond).Milliseconds()) }
-	_, err := m.store.Get(k.name, k.version)
+	e, err := m.store.Get(k.name, k.version)
 	has := err == nil
 	switch {
 	case st.taking:
@@ -168,7 +168,10 @@ func (m *snapManager) status(k fnKey) string {
 		return "cold: no snapshot yet"
 	case st.restoreTime == 0:
 		return fmt.Sprintf("restore: snapshot ready, not yet restored (init %s)", ms(st.initTime))
-	case st.initTime == 0 || st.restoreTime < st.initTime:
+	case st.initTime == 0:
+		// A snapshot kept from an earlier run of this agent.
+		return fmt.Sprintf("restore %s; the snapshot stands in for an init of %s", ms(st.restoreTime), ms(e.InitTime))
+	case st.restoreTime < st.initTime:
 		return fmt.Sprintf("restore %s < init %s", ms(st.restoreTime), ms(st.initTime))
 	default:
 		return fmt.Sprintf("cold: init %s < restore %s", ms(st.initTime), ms(st.restoreTime))

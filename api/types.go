@@ -97,7 +97,7 @@ type Function struct {
 type FunctionStats struct {
 	Invocations int64 `json:"invocations"`
 	Errors      int64 `json:"errors"`
-	ColdStarts  int64 `json:"cold_starts"`
+	ColdStarts  int64 `json:"cold_starts"` // invocations that started an instance: cold, or restored from a snapshot
 	WarmStarts  int64 `json:"warm_starts"`
 	Throttles   int64 `json:"throttles"`     // 429s at max_instances
 	QueueWaitMs int64 `json:"queue_wait_ms"` // total wait for a slot under max_instances

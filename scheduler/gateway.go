@@ -35,7 +35,7 @@ func (s *Scheduler) record(name string, kind api.StartKind, failed bool, billed 
 		st.Errors++
 	}
 	switch kind {
-	case api.StartCold:
+	case api.StartCold, api.StartRestore: // both start an instance; the ledger counts them alike
 		st.ColdStarts++
 	case api.StartWarm:
 		st.WarmStarts++
