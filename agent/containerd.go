@@ -553,6 +553,10 @@ func (p *ctrProcess) Exited() <-chan struct{} { return p.exit }
 
 // Tuning of the agent's resilience to a containerd restart.
 const (
+	// cleanupTimeout bounds the removal of one container left by an
+	// earlier run; cleanupParallel is how many are removed at once.
+	cleanupTimeout  = 15 * time.Second
+	cleanupParallel = 8
 	// waitReconnect bounds how long a task's exit wait is retried while
 	// containerd cannot be reached before the task is taken for gone.
 	waitReconnect = 2 * time.Minute
@@ -690,19 +694,38 @@ func (c *Containerd) Cleanup(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("list containers: %w", err)
 	}
-	var errs []error
+	// In parallel, each within cleanupTimeout: a task caught in the middle
+	// of a checkpoint or restore when its agent was killed can keep its
+	// shim from answering, and must not hold up the rest (or the agent).
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, cleanupParallel)
+	)
 	for _, cont := range conts {
-		p := &ctrProcess{c: c, id: cont.ID(), cont: cont, netns: filepath.Join(c.stateDir, "netns", cont.ID())}
-		// cio.Load reattaches to the task's stdio FIFOs without copying,
-		// so deleting the task also removes them (and their folder under
-		// /run/containerd/fifo), which the killed agent could not do.
-		if t, err := cont.Task(ctx, cio.Load); err == nil {
-			p.task = t
-		}
-		if err := p.Close(ctx); err != nil {
-			errs = append(errs, err)
-		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			cctx, cancel := context.WithTimeout(ctx, cleanupTimeout)
+			defer cancel()
+			p := &ctrProcess{c: c, id: cont.ID(), cont: cont, netns: filepath.Join(c.stateDir, "netns", cont.ID())}
+			// cio.Load reattaches to the task's stdio FIFOs without copying,
+			// so deleting the task also removes them (and their folder under
+			// /run/containerd/fifo), which the killed agent could not do.
+			if t, err := cont.Task(cctx, cio.Load); err == nil {
+				p.task = t
+			}
+			if err := p.Close(cctx); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("%s: %w", cont.ID(), err))
+				mu.Unlock()
+			}
+		}()
 	}
+	wg.Wait()
 	// Namespaces whose container is already gone.
 	entries, _ := os.ReadDir(filepath.Join(c.stateDir, "netns"))
 	for _, e := range entries {

@@ -140,8 +140,11 @@ func cmdAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer ctr.Close()
+	// What a killed predecessor left goes first. One that cannot be
+	// removed (its shim stuck) does not keep this agent from serving: it
+	// is logged, and tried again when this agent stops.
 	if n, err := ctr.Cleanup(ctx); err != nil {
-		return fmt.Errorf("clean up leftovers: %w", err)
+		log.Warn("could not remove every leftover instance", "found", n, "err", err.Error())
 	} else if n > 0 {
 		log.Info("removed leftover instances", "count", n)
 	}
