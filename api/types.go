@@ -377,6 +377,29 @@ type Usage struct {
 	Cost            float64   `json:"cost"` // USD
 }
 
+// Add adds o's quantities and costs to u (Period and Function stay u's).
+func (u *Usage) Add(o Usage) {
+	u.Requests += o.Requests
+	u.Errors += o.Errors
+	u.ColdStarts += o.ColdStarts
+	u.BilledMs += o.BilledMs
+	u.GBSeconds += o.GBSeconds
+	u.WarmthSeconds += o.WarmthSeconds
+	u.WarmthGBSeconds += o.WarmthGBSeconds
+	u.RequestCost += o.RequestCost
+	u.ComputeCost += o.ComputeCost
+	u.WarmthCost += o.WarmthCost
+	u.Cost += o.Cost
+}
+
+// Price sets u's costs from its quantities at prices p (no free tier).
+func (u *Usage) Price(p Prices) {
+	u.RequestCost = float64(u.Requests) * p.PerMillionRequests / 1e6
+	u.ComputeCost = u.GBSeconds * p.PerGBSecond
+	u.WarmthCost = u.WarmthGBSeconds * p.WarmthPerGBSecond
+	u.Cost = u.RequestCost + u.ComputeCost + u.WarmthCost
+}
+
 // WarmPoolCost is what a function's min_warm instances cost per hour.
 type WarmPoolCost struct {
 	Function    string  `json:"function"`

@@ -341,13 +341,7 @@ func addUsage(tx *bolt.Tx, hour time.Time, function string, delta api.Usage) err
 			return fmt.Errorf("decode hourly sums of %q: %w", function, err)
 		}
 	}
-	u.Requests += delta.Requests
-	u.Errors += delta.Errors
-	u.ColdStarts += delta.ColdStarts
-	u.BilledMs += delta.BilledMs
-	u.GBSeconds += delta.GBSeconds
-	u.WarmthSeconds += delta.WarmthSeconds
-	u.WarmthGBSeconds += delta.WarmthGBSeconds
+	u.Add(delta)
 	data, err := json.Marshal(u)
 	if err != nil {
 		return err
@@ -616,23 +610,6 @@ func (s *Scheduler) readHourly(from, to time.Time) ([]api.Usage, error) {
 	return out, err
 }
 
-func addTo(dst *api.Usage, u api.Usage) {
-	dst.Requests += u.Requests
-	dst.Errors += u.Errors
-	dst.ColdStarts += u.ColdStarts
-	dst.BilledMs += u.BilledMs
-	dst.GBSeconds += u.GBSeconds
-	dst.WarmthSeconds += u.WarmthSeconds
-	dst.WarmthGBSeconds += u.WarmthGBSeconds
-}
-
-func priced(u *api.Usage, p api.Prices) {
-	u.RequestCost = float64(u.Requests) * p.PerMillionRequests / 1e6
-	u.ComputeCost = u.GBSeconds * p.PerGBSecond
-	u.WarmthCost = u.WarmthGBSeconds * p.WarmthPerGBSecond
-	u.Cost = u.RequestCost + u.ComputeCost + u.WarmthCost
-}
-
 // ceilHour rounds t up to a whole hour.
 func ceilHour(t time.Time) time.Time {
 	h := t.Truncate(time.Hour)
@@ -658,13 +635,13 @@ func (s *Scheduler) bill(since, until time.Time, by string) (*api.Bill, error) {
 	periods := map[hourFn]*api.Usage{}
 	fns := map[string]*api.Usage{}
 	for _, u := range rows {
-		addTo(&b.Totals, u)
+		b.Totals.Add(u)
 		f := fns[u.Function]
 		if f == nil {
 			f = &api.Usage{Function: u.Function}
 			fns[u.Function] = f
 		}
-		addTo(f, u)
+		f.Add(u)
 		if by == "" {
 			continue
 		}
@@ -678,15 +655,15 @@ func (s *Scheduler) bill(since, until time.Time, by string) (*api.Bill, error) {
 			pu = &api.Usage{Period: p, Function: u.Function}
 			periods[k] = pu
 		}
-		addTo(pu, u)
+		pu.Add(u)
 	}
 	for _, f := range fns {
-		priced(f, prices)
+		f.Price(prices)
 		b.Functions = append(b.Functions, *f)
 	}
 	slices.SortFunc(b.Functions, func(a, c api.Usage) int { return strings.Compare(a.Function, c.Function) })
 	for _, p := range periods {
-		priced(p, prices)
+		p.Price(prices)
 		b.Periods = append(b.Periods, *p)
 	}
 	slices.SortFunc(b.Periods, func(a, c api.Usage) int {
@@ -695,7 +672,7 @@ func (s *Scheduler) bill(since, until time.Time, by string) (*api.Bill, error) {
 		}
 		return strings.Compare(a.Function, c.Function)
 	})
-	priced(&b.Totals, prices)
+	b.Totals.Price(prices)
 	if prices.FreeTier {
 		if err := s.applyFreeTier(b, prices); err != nil {
 			return nil, err
@@ -735,7 +712,7 @@ func (s *Scheduler) applyFreeTier(b *api.Bill, p api.Prices) error {
 				return err
 			}
 			for _, u := range rows {
-				addTo(&before, u)
+				before.Add(u)
 			}
 		}
 		rows, err := s.readHourly(maxTime(m, b.Since), minTime(next, b.Until))
@@ -743,7 +720,7 @@ func (s *Scheduler) applyFreeTier(b *api.Bill, p api.Prices) error {
 			return err
 		}
 		for _, u := range rows {
-			addTo(&in, u)
+			in.Add(u)
 		}
 		freeGB := max(0, p.FreeGBSeconds-before.GBSeconds)
 		freeReq := max(0, p.FreeRequests-before.Requests)

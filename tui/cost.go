@@ -25,31 +25,8 @@ func usageEstimate(f api.FunctionStatus, p api.Prices) api.Usage {
 		u.WarmthSeconds = f.Stats.IdleInstanceSeconds
 		u.WarmthGBSeconds = f.Stats.IdleInstanceSeconds * memGB(f.MemoryMB)
 	}
-	priceUsage(&u, p)
+	u.Price(p)
 	return u
-}
-
-// priceUsage fills the cost fields of u from its quantities.
-func priceUsage(u *api.Usage, p api.Prices) {
-	u.RequestCost = float64(u.Requests) / 1e6 * p.PerMillionRequests
-	u.ComputeCost = u.GBSeconds * p.PerGBSecond
-	u.WarmthCost = u.WarmthGBSeconds * p.WarmthPerGBSecond
-	u.Cost = u.RequestCost + u.ComputeCost + u.WarmthCost
-}
-
-// addUsage adds b's quantities and costs to a.
-func addUsage(a *api.Usage, b api.Usage) {
-	a.Requests += b.Requests
-	a.Errors += b.Errors
-	a.ColdStarts += b.ColdStarts
-	a.BilledMs += b.BilledMs
-	a.GBSeconds += b.GBSeconds
-	a.WarmthSeconds += b.WarmthSeconds
-	a.WarmthGBSeconds += b.WarmthGBSeconds
-	a.RequestCost += b.RequestCost
-	a.ComputeCost += b.ComputeCost
-	a.WarmthCost += b.WarmthCost
-	a.Cost += b.Cost
 }
 
 func memGB(mb int) float64 { return float64(mb) / 1024 }
@@ -77,7 +54,7 @@ func estimateTotals(st *api.ClusterState, p api.Prices) (per []api.Usage, total 
 	for _, f := range st.Functions {
 		u := usageEstimate(f, p)
 		per = append(per, u)
-		addUsage(&total, u)
+		total.Add(u)
 	}
 	return per, total
 }

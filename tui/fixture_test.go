@@ -173,13 +173,13 @@ func testBill() *api.Bill {
 	p := api.DefaultPrices()
 	mk := func(name string, req int64, gbs, warm float64) api.Usage {
 		u := api.Usage{Function: name, Requests: req, GBSeconds: gbs, WarmthGBSeconds: warm}
-		priceUsage(&u, p)
+		u.Price(p)
 		return u
 	}
 	fns := []api.Usage{mk("hello", 81_220, 20.3, 21_600), mk("thumbnail", 5_310_000, 323_910, 86_400)}
 	var tot api.Usage
 	for _, u := range fns {
-		addUsage(&tot, u)
+		tot.Add(u)
 	}
 	return &api.Bill{
 		Since: fixedNow.Add(-24 * time.Hour).Truncate(time.Hour), Until: fixedNow.Truncate(time.Hour).Add(time.Hour),
