@@ -168,11 +168,7 @@ func safeToRetry(err error) bool {
 // handleInvoke places a synchronous invocation on an agent and streams the
 // agent's answer back.
 func (s *Scheduler) handleInvoke(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	if err := api.ValidateName("name", name); err != nil {
-		api.WriteError(w, err)
-		return
-	}
+	name := r.PathValue("name") // valid: validNames checked it
 	payload, err := api.ReadPayload(r)
 	if err != nil {
 		api.WriteError(w, err)

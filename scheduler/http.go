@@ -243,11 +243,7 @@ func (s *Scheduler) handleGetImage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Scheduler) handleDeploy(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	if err := api.ValidateName("name", name); err != nil {
-		api.WriteError(w, err)
-		return
-	}
+	name := r.PathValue("name") // valid: validNames checked it
 	var spec api.FunctionSpec
 	if err := decodeJSON(w, r, maxSpecBytes, &spec); err != nil {
 		// api.Duration's own decode errors start with "duration".

@@ -39,11 +39,7 @@ func parseLogQuery(q url.Values) (since time.Time, limit int, err error) {
 // handleLogs gathers a function's log records from every agent that is not
 // gone, merged in time order; the newest `limit` records after `since`.
 func (s *Scheduler) handleLogs(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	if err := api.ValidateName("name", name); err != nil {
-		api.WriteError(w, err)
-		return
-	}
+	name := r.PathValue("name") // valid: validNames checked it
 	since, limit, err := parseLogQuery(r.URL.Query())
 	if err != nil {
 		api.WriteError(w, err)

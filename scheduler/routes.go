@@ -257,11 +257,7 @@ func (rt *Route) allows(method string) bool {
 }
 
 func (s *Scheduler) handlePutRoute(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	if err := api.ValidateName("name", name); err != nil {
-		api.WriteError(w, err)
-		return
-	}
+	name := r.PathValue("name") // valid: validNames checked it
 	var spec RouteSpec
 	if err := decodeJSON(w, r, 16<<10, &spec); err != nil {
 		api.WriteError(w, err)
