@@ -328,6 +328,17 @@ type memoryReader interface {
 	Memory() (MemoryUsage, error)
 }
 
+// adopt lists a newly started instance as the agent's (unstart ends its
+// start's bookkeeping) and watches for its end.
+func (a *Agent) adopt(k fnKey, in *instance, unstart func()) {
+	a.mu.Lock()
+	a.all[in.id] = in
+	unstart()
+	a.mu.Unlock()
+	go a.forgetWhenDead(k, in)
+	a.notify()
+}
+
 // Invoke runs one invocation of name at version, warm when an idle
 // instance waits and cold otherwise. Function errors, timeouts, runtime
 // exits and out-of-memory kills come back as a result with FunctionError
@@ -425,12 +436,7 @@ func (a *Agent) instanceFor(ctx context.Context, k fnKey, fn *api.Function, res 
 	a.busy++
 	a.mu.Unlock()
 	if in := a.tryRestore(ctx, k, fn, res); in != nil {
-		a.mu.Lock()
-		a.all[in.id] = in
-		unstart()
-		a.mu.Unlock()
-		go a.forgetWhenDead(k, in)
-		a.notify()
+		a.adopt(k, in, unstart)
 		return in, nil, nil
 	}
 	res.StartKind = api.StartCold
@@ -451,12 +457,7 @@ func (a *Agent) instanceFor(ctx context.Context, k fnKey, fn *api.Function, res 
 		}
 		return nil, nil, err
 	}
-	a.mu.Lock()
-	a.all[in.id] = in
-	unstart()
-	a.mu.Unlock()
-	go a.forgetWhenDead(k, in)
-	a.notify()
+	a.adopt(k, in, unstart)
 	res.InitDuration = in.initTime
 	a.afterCold(k, fn, in.initTime)
 	return in, nil, nil
