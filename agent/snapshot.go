@@ -99,6 +99,12 @@ type snapFn struct {
 	coldSince   int           // cold starts since restore last lost
 }
 
+// coldIsFaster reports whether both were measured here and a cold init
+// beat the last restore.
+func (f *snapFn) coldIsFaster() bool {
+	return f.restoreTime > 0 && f.initTime > 0 && f.restoreTime >= f.initTime
+}
+
 // newSnapManager probes CRIU and opens the store when launch can snapshot.
 func newSnapManager(ctx context.Context, launch launcher, off bool, budget int64, log *slog.Logger) *snapManager {
 	m := &snapManager{log: log, fns: map[fnKey]*snapFn{}}
@@ -192,7 +198,7 @@ func (m *snapManager) restorable() []api.SnapshotRef {
 		if e.Function == "" {
 			continue // unreadable metadata
 		}
-		if f := m.fns[fnKey{e.Function, e.Version}]; f != nil && f.restoreTime > 0 && f.initTime > 0 && f.restoreTime >= f.initTime {
+		if f := m.fns[fnKey{e.Function, e.Version}]; f != nil && f.coldIsFaster() {
 			continue // cold starts are faster here
 		}
 		out = append(out, api.SnapshotRef{Function: e.Function, Version: e.Version})
@@ -209,7 +215,7 @@ func (m *snapManager) chooseRestore(k fnKey) *snapshots.Entry {
 	}
 	m.mu.Lock()
 	f := m.fn(k)
-	useCold := f.restoreTime > 0 && f.initTime > 0 && f.restoreTime >= f.initTime && f.coldSince < retrialEvery
+	useCold := f.coldIsFaster() && f.coldSince < retrialEvery
 	m.mu.Unlock()
 	if useCold {
 		return nil

@@ -54,19 +54,19 @@ func NewClient(baseURL string, opts ...ClientOption) *Client {
 // callers would dial and close a connection per request).
 var defaultHTTPClient = &http.Client{Transport: NewTransport()}
 
-// NewTransport is http.DefaultTransport with room for MaxIdleConnsPerHost
+// NewTransport is http.DefaultTransport with room for maxIdleConnsPerHost
 // idle connections to each host: amber's clients (the CLI, the console,
 // the scheduler calling agents) send many concurrent requests to few hosts.
 func NewTransport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConns = 0 // no overall cap; per host below
-	t.MaxIdleConnsPerHost = MaxIdleConnsPerHost
+	t.MaxIdleConnsPerHost = maxIdleConnsPerHost
 	return t
 }
 
-// MaxIdleConnsPerHost is how many idle keep-alive connections NewTransport
+// maxIdleConnsPerHost is how many idle keep-alive connections NewTransport
 // keeps to one host.
-const MaxIdleConnsPerHost = 256
+const maxIdleConnsPerHost = 256
 
 // StatusError is the error a client method returns for a non-2xx reply. It
 // unwraps to the sentinel for its status (ErrNotFound, ErrInvalid …), so
