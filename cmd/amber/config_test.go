@@ -86,3 +86,24 @@ func TestConfigurePrecedence(t *testing.T) {
 		t.Error("a named config file that is missing was accepted")
 	}
 }
+
+// The server commands read --config after parsing: the file given on the
+// command line applies to the flags not given.
+func TestParseServerFlagsReadsConfigFlag(t *testing.T) {
+	t.Setenv("AMBER_CONFIG", "")
+	t.Setenv("AMBER_CAPACITY", "")
+	file := filepath.Join(t.TempDir(), "amber.json")
+	if err := os.WriteFile(file, []byte(`{"agent":{"capacity":8192}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	capacity := fs.Int("capacity", 4096, "")
+	config := fs.String("config", "", "")
+	tlsf := addTLSFlags(fs, "the scheduler")
+	if _, err := parseServerFlags(fs, []string{"--config", file}, "agent", config, tlsf); err != nil {
+		t.Fatal(err)
+	}
+	if *capacity != 8192 {
+		t.Fatalf("capacity %d, want 8192 from %s", *capacity, file)
+	}
+}

@@ -51,16 +51,7 @@ func cmdScheduler(ctx context.Context, args []string, stderr io.Writer) error {
 	join := fs.String("join-token", "", "token agents join with (default: made in the data folder)")
 	tlsf := addTLSFlags(fs, "agents")
 	config := fs.String("config", "", "configuration file (default $AMBER_CONFIG, else /etc/amber/amber.json if present)")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := configure(fs, "scheduler", *config); err != nil {
-		return err
-	}
-	if err := tlsf.check(); err != nil {
-		return err
-	}
-	hc, err := httpClient(*tlsf.ca)
+	hc, err := parseServerFlags(fs, args, "scheduler", config, tlsf)
 	if err != nil {
 		return err
 	}
@@ -120,16 +111,7 @@ func cmdAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	capacity := fs.Int("capacity", 4096, "memory for instances, MB")
 	keepAlive := fs.Duration("keep-alive", 10*time.Minute, "how long an idle instance lives")
 	tlsf := addTLSFlags(fs, "the scheduler")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := configure(fs, "agent", *config); err != nil {
-		return err
-	}
-	if err := tlsf.check(); err != nil {
-		return err
-	}
-	hc, err := httpClient(*tlsf.ca)
+	hc, err := parseServerFlags(fs, args, "agent", config, tlsf)
 	if err != nil {
 		return err
 	}
@@ -298,4 +280,20 @@ func deployFile(ctx context.Context, c *api.Client, name, path string) error {
 	}
 	_, err = c.Deploy(ctx, api.FunctionSpec{Name: name, Image: digest, MemoryMB: api.DefaultMemory, Timeout: api.Duration(api.DefaultTimeout)})
 	return err
+}
+
+// parseServerFlags parses a server command's flags, applies AMBER_* and
+// the configuration file's section to those not given, checks the TLS
+// flags and returns the HTTP client trusting their CA.
+func parseServerFlags(fs *flag.FlagSet, args []string, section string, config *string, tlsf tlsFlags) (*http.Client, error) {
+	if _, err := parse(fs, args); err != nil {
+		return nil, err
+	}
+	if err := configure(fs, section, *config); err != nil {
+		return nil, err
+	}
+	if err := tlsf.check(); err != nil {
+		return nil, err
+	}
+	return httpClient(*tlsf.ca)
 }
