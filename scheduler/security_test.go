@@ -217,6 +217,27 @@ func TestSchedulerRouteTableIsComplete(t *testing.T) {
 
 // send makes one request to the test server with an Authorization header
 // ("" for none); the response's body is read and closed.
+// sendSigned sends body signed with SigV4 by the AWS SDK's signer with the
+// scheduler's access key, and the headers hdr (name, value pairs).
+func sendSigned(t *testing.T, ts *testScheduler, method, path string, body []byte, hdr ...string) (*http.Response, []byte) {
+	t.Helper()
+	r, err := http.NewRequest(method, ts.srv.URL+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		r.Header.Set(hdr[i], hdr[i+1])
+	}
+	sdkSign(t, r, body, ts.AccessKey(), "us-east-1", "lambda", ts.clock.Now())
+	resp, err := ts.srv.Client().Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
+
 func send(t *testing.T, ts *testScheduler, method, path, auth string, body io.Reader, hdr ...string) (*http.Response, []byte) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -435,27 +456,15 @@ func TestSchedulerRefusesBadNames(t *testing.T) {
 			for _, name := range badNames {
 				method, path := rt.request(escapeSegment(name), fn.Image)
 				body := []byte(bodies[rt.pattern])
-				var resp *http.Response
-				var b []byte
 				if rt.auth == authSigV4 {
-					r, err := http.NewRequest(method, ts.srv.URL+path, bytes.NewReader(body))
-					if err != nil {
-						t.Fatal(err)
-					}
-					r.Header.Set("X-Amz-Invocation-Type", "DryRun")
-					sdkSign(t, r, body, ts.AccessKey(), "us-east-1", "lambda", ts.clock.Now())
-					if resp, err = ts.srv.Client().Do(r); err != nil {
-						t.Fatal(err)
-					}
-					b, _ = io.ReadAll(resp.Body)
-					resp.Body.Close()
+					resp, b := sendSigned(t, ts, method, path, body, "X-Amz-Invocation-Type", "DryRun")
 					if resp.StatusCode != 400 || resp.Header.Get("X-Amzn-ErrorType") != excInvalidParameter ||
 						!strings.Contains(string(b), "FunctionName") {
 						t.Errorf("%q: %d %s %s; want 400 InvalidParameterValueException naming FunctionName", name, resp.StatusCode, resp.Header.Get("X-Amzn-ErrorType"), b)
 					}
 					continue
 				}
-				resp, b = send(t, ts, method, path, "Bearer api", bytes.NewReader(body))
+				resp, b := send(t, ts, method, path, "Bearer api", bytes.NewReader(body))
 				var eb api.ErrorBody
 				if resp.StatusCode != 400 || json.Unmarshal(b, &eb) != nil || eb.Error.Field != "name" ||
 					!strings.Contains(eb.Error.Message, "[a-z0-9-]{1,63}") {
@@ -616,16 +625,7 @@ func TestSchedulerRefusesOversizeBodies(t *testing.T) {
 			var resp *http.Response
 			var b []byte
 			if rt.auth == authSigV4 {
-				r, err := http.NewRequest(method, ts.srv.URL+path, bytes.NewReader(body))
-				if err != nil {
-					t.Fatal(err)
-				}
-				sdkSign(t, r, body, ts.AccessKey(), "us-east-1", "lambda", ts.clock.Now())
-				if resp, err = ts.srv.Client().Do(r); err != nil {
-					t.Fatal(err)
-				}
-				b, _ = io.ReadAll(resp.Body)
-				resp.Body.Close()
+				resp, b = sendSigned(t, ts, method, path, body)
 			} else {
 				resp, b = send(t, ts, method, path, auth[rt.auth], bytes.NewReader(body))
 			}
