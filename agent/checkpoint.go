@@ -11,6 +11,8 @@ import (
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/oci"
 	"github.com/containerd/containerd/runtime/v2/runc/options"
+
+	"github.com/amberfn/amber/snapshots"
 )
 
 // criuConfigAnnotation names a CRIU config file that runc passes to criu
@@ -79,35 +81,16 @@ func (p *ctrProcess) Checkpoint(ctx context.Context, imagePath string) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("checkpoint %s: %w%s", p.id, err, criuLogTail(work, "dump.log"))
+		return fmt.Errorf("checkpoint %s: %w", p.id, p.c.criuFailure("dump", work, "dump.log", err))
 	}
 	return nil
 }
 
-// criuLogTail is the end of a CRIU log, for error messages.
-func criuLogTail(dir, name string) string {
-	if dir == "" {
-		return ""
-	}
-	b, err := os.ReadFile(filepath.Join(dir, name))
-	if err != nil {
-		return ""
-	}
-	// CRIU's errors, else the last lines.
-	var errs []string
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	for _, l := range lines {
-		if strings.Contains(l, "Error") && len(errs) < 6 {
-			errs = append(errs, strings.TrimSpace(l))
-		}
-	}
-	if len(errs) == 0 {
-		if len(lines) > 6 {
-			lines = lines[len(lines)-6:]
-		}
-		errs = lines
-	}
-	return "; criu " + name + ": " + strings.Join(errs, " | ")
+// criuFailure is err with CRIU's one-line cause, and the path of its
+// full log (name in the work folder dir), copied under the agent's state
+// so it outlives the work folder.
+func (c *Containerd) criuFailure(op, dir, name string, err error) error {
+	return snapshots.KeepLog(op, filepath.Join(dir, name), filepath.Join(c.stateDir, "criu-logs"), name, err)
 }
 
 // snapshotUser: where criu lacks CAP_SYS_RESOURCE (some sandboxes drop

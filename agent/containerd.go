@@ -353,7 +353,7 @@ func (c *Containerd) Launch(ctx context.Context, spec launchSpec) (process, erro
 	}()
 	if err := task.Start(ctx); err != nil {
 		if spec.RestoreFrom != "" {
-			return nil, fmt.Errorf("restore task: %w%s", err, criuLogTail(p.criuWork, "restore.log"))
+			return nil, fmt.Errorf("restore task: %w", c.criuFailure("restore", p.criuWork, "restore.log", err))
 		}
 		return nil, fmt.Errorf("start task: %w", err)
 	}

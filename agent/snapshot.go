@@ -302,7 +302,11 @@ func (a *Agent) takeSnapshot(k fnKey, fn *api.Function) {
 	f.taking = false
 	if err != nil {
 		f.failures++
-		f.lastErr = "snapshot failed: " + err.Error()
+		msg := err.Error()
+		if ce := (*snapshots.CRIUError)(nil); errors.As(err, &ce) {
+			msg = ce.Error() // the one-line cause and the kept log, not the runtime's wrapping
+		}
+		f.lastErr = "snapshot failed: " + msg
 	} else {
 		f.lastErr = ""
 	}

@@ -3,6 +3,7 @@ package ops
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -12,22 +13,31 @@ import (
 	"time"
 
 	"github.com/containerd/containerd"
+
+	"github.com/amberfn/amber/snapshots"
 )
 
 // Check is one line of `amber doctor`.
 type Check struct {
-	Name string
-	OK   bool
-	Info string // what was found
-	Fix  string // what to do when not OK
+	Name    string
+	OK      bool
+	Skipped bool   // nothing to check here (no local cluster running); not a failure
+	Info    string // what was found
+	Fix     string // what to do when not OK
 }
 
 func (c Check) String() string {
-	if c.OK {
+	switch {
+	case c.Skipped:
+		return fmt.Sprintf("skip  %-11s %s", c.Name, c.Info)
+	case c.OK:
 		return fmt.Sprintf("ok    %-11s %s", c.Name, c.Info)
 	}
 	return fmt.Sprintf("FAIL  %-11s %s — fix: %s", c.Name, c.Info, c.Fix)
 }
+
+// Failed reports whether c is a failure.
+func (c Check) Failed() bool { return !c.OK && !c.Skipped }
 
 // DoctorConfig says what to check.
 type DoctorConfig struct {
@@ -35,6 +45,12 @@ type DoctorConfig struct {
 	StateDir   string // for free disk
 	Scheduler  string // URL, for the clock; "" skips
 	MinFreeGB  float64
+	// Trial runs a trial snapshot (Dir, Child; see snapshots.Trial).
+	Trial snapshots.TrialConfig
+	// Local is the data folder of a local cluster (`amber up --data`):
+	// its containerd, scheduler, agents and snapshot store are checked
+	// instead of a node's. "" checks this machine as an agent node.
+	Local string
 }
 
 // Doctor runs every check; each is bounded in time.
@@ -42,14 +58,30 @@ func Doctor(ctx context.Context, cfg DoctorConfig) []Check {
 	if cfg.MinFreeGB == 0 {
 		cfg.MinFreeGB = 5
 	}
-	checks := []Check{
-		checkContainerd(ctx, cfg.Containerd),
+	var local *localCluster
+	if cfg.Local != "" {
+		local = readLocal(cfg.Local)
+		cfg.StateDir = cfg.Local
+		if cfg.Scheduler == "" {
+			cfg.Scheduler = local.scheduler
+		}
+	}
+	var checks []Check
+	if local != nil {
+		checks = append(checks, local.checkContainerd(ctx))
+	} else {
+		checks = append(checks, checkContainerd(ctx, cfg.Containerd))
+	}
+	checks = append(checks,
 		checkBinary(ctx, "runc", "runc", "--version", "apt-get install runc"),
-		checkCRIU(ctx),
+		checkSnapshots(ctx, cfg.Trial),
 		checkCgroups(),
 		checkOverlay(),
 		checkBinary(ctx, "netns", "unshare", "--version", "apt-get install util-linux iproute2"),
 		checkDisk(cfg.StateDir, cfg.MinFreeGB),
+	)
+	if local != nil {
+		checks = append(checks, local.checkAgents(ctx)...)
 	}
 	if cfg.Scheduler != "" {
 		checks = append(checks, checkClock(ctx, cfg.Scheduler))
@@ -94,30 +126,33 @@ func checkBinary(ctx context.Context, name, bin, arg, fix string) Check {
 	return c
 }
 
-// checkCRIU says whether snapshots can work on this node.
-func checkCRIU(ctx context.Context) Check {
-	c := Check{Name: "snapshots", Fix: "run .ci/install-deps (installs CRIU ≥ 4.2 in /opt/amber/criu); without it every start is cold"}
-	path, err := exec.LookPath("criu")
+// checkSnapshots checks by doing: criu's version and `criu check`, then a
+// trial checkpoint and restore of a tiny process the way the agent
+// snapshots an instance (its own network namespace, an open loopback
+// connection, tcp-established). A failure names the missing piece.
+func checkSnapshots(ctx context.Context, trial snapshots.TrialConfig) Check {
+	c := Check{Name: "snapshots", Fix: "run .ci/install-deps as root; without snapshots every start is cold"}
+	env, err := snapshots.Probe(ctx)
 	if err != nil {
-		for _, p := range []string{"/opt/amber/criu/bin/criu"} {
-			if _, serr := os.Stat(p); serr == nil {
-				path = p
+		c.Info = err.Error()
+		return c
+	}
+	if err := snapshots.Trial(ctx, trial); err != nil {
+		var ce *snapshots.CRIUError
+		if errors.As(err, &ce) {
+			c.Info = ce.Cause.Problem
+			if ce.Cause.Fix != "" {
+				c.Fix = ce.Cause.Fix
 			}
+			if ce.Log != "" {
+				c.Fix += " (criu log: " + ce.Log + ")"
+			}
+			return c
 		}
-	}
-	if path == "" {
-		c.Info = "no criu on PATH: snapshots off, cold starts only"
+		c.Info = err.Error()
 		return c
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	v, _ := exec.CommandContext(ctx, path, "--version").CombinedOutput()
-	out, err := exec.CommandContext(ctx, path, "check").CombinedOutput()
-	if err != nil {
-		c.Info = fmt.Sprintf("%s (%s) fails `criu check`: %s", path, firstLine(v), firstLine(out))
-		return c
-	}
-	c.OK, c.Info = true, fmt.Sprintf("%s, `criu check` passes", firstLine(v))
+	c.OK, c.Info = true, fmt.Sprintf("criu %s: a trial checkpoint and restore with an open loopback connection works", env.CRIUVersion)
 	return c
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -160,7 +161,7 @@ func TestLambdaAPIWithSDK(t *testing.T) {
 	t.Run("AWS CLI", func(t *testing.T) {
 		awsCLI, err := exec.LookPath("aws")
 		if err != nil {
-			t.Skip("the AWS CLI (aws) is not installed; skipping the CLI check")
+			testenv.Require(t, fmt.Errorf("the AWS CLI (aws) is not installed (.ci/install-deps installs awscli): %w", err))
 		}
 		env := []string{"AWS_SHARED_CREDENTIALS_FILE=" + credFile, "AWS_CONFIG_FILE=" + filepath.Join(t.TempDir(), "none"),
 			"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}

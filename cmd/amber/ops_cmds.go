@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/amberfn/amber/ops"
+	"github.com/amberfn/amber/snapshots"
 )
 
 // roleUnits adds the unit-location flags to fs, parses args, and renders
@@ -101,18 +102,37 @@ func systemctl(stdout io.Writer, args ...string) {
 }
 
 // cmdDoctor prints one line per check, with the fix for each failure.
+// With --data DIR it checks the local cluster `amber up --data DIR` runs
+// (its containerd, scheduler from DIR/env, agents and snapshot stores).
 func cmdDoctor(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
 	sock := fs.String("containerd", "/run/containerd/containerd.sock", "containerd socket")
 	state := fs.String("state", "/var/lib/amber", "where images and snapshots live")
-	sched := fs.String("scheduler", os.Getenv("AMBER_SCHEDULER"), "scheduler URL, to compare clocks")
+	sched := fs.String("scheduler", "", "scheduler URL, to compare clocks (default: $AMBER_SCHEDULER, or DIR/env's with --data)")
+	data := fs.String("data", "", "check the local cluster of `amber up --data DIR` instead of this node's system containerd")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
+	if *sched == "" && *data == "" {
+		*sched = os.Getenv("AMBER_SCHEDULER")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	trialDir := filepath.Join(os.TempDir(), "amber-doctor-trial")
+	for _, d := range []string{*data, *state} {
+		if fi, err := os.Stat(d); d != "" && err == nil && fi.IsDir() {
+			trialDir = filepath.Join(d, "doctor-trial")
+			break
+		}
+	}
+	cfg := ops.DoctorConfig{Containerd: *sock, StateDir: *state, Scheduler: *sched, Local: *data,
+		Trial: snapshots.TrialConfig{Dir: trialDir, Child: []string{exe, snapshots.TrialChildCommand}}}
 	failed := 0
-	for _, c := range ops.Doctor(ctx, ops.DoctorConfig{Containerd: *sock, StateDir: *state, Scheduler: *sched}) {
+	for _, c := range ops.Doctor(ctx, cfg) {
 		fmt.Fprintln(stdout, c)
-		if !c.OK {
+		if c.Failed() {
 			failed++
 		}
 	}
