@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/amberfn/amber/api"
+	"github.com/amberfn/amber/ops"
+	"github.com/amberfn/amber/snapshots"
 	"github.com/amberfn/amber/testenv"
 )
 
@@ -30,6 +32,13 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if len(os.Args) == 3 && os.Args[1] == snapshots.TrialChildCommand {
+		// The process TestDoctorLocalCluster's trial snapshot dumps.
+		if err := snapshots.TrialChild(os.Args[2]); err != nil {
+			os.Exit(3)
+		}
+		os.Exit(0)
+	}
 	code := m.Run()
 	if fix != nil {
 		fix.cluster.Stop()
@@ -295,5 +304,34 @@ func TestLogsCarryStartEndReport(t *testing.T) {
 	}
 	if _, err := c.Logs(t.Context(), "no-such-fn", time.Time{}, 10); !errors.Is(err, api.ErrNotFound) {
 		t.Errorf("logs of unknown function: %v", err)
+	}
+}
+
+// TestDoctorLocalCluster: amber doctor --data DIR checks the cluster
+// `amber up` runs there (its containerd, agents and snapshot stores), and
+// on a machine .ci/install-deps prepared it finds nothing to fail.
+func TestDoctorLocalCluster(t *testing.T) {
+	f := cluster(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := ops.Doctor(t.Context(), ops.DoctorConfig{Local: f.cluster.Dir,
+		Trial: snapshots.TrialConfig{Dir: filepath.Join(t.TempDir(), "trial"), Child: []string{exe, snapshots.TrialChildCommand}}})
+	seen := map[string]ops.Check{}
+	for _, c := range checks {
+		t.Log(c)
+		seen[c.Name] = c
+		if c.Failed() && (c.Name != "snapshots" || testenv.CRIUExpected()) {
+			t.Errorf("doctor: %s", c)
+		}
+	}
+	for _, name := range []string{"containerd", "agents", "store", "clock"} {
+		if c, ok := seen[name]; !ok || !c.OK {
+			t.Errorf("doctor --data: check %s = %+v, want ok", name, c)
+		}
+	}
+	if c := seen["containerd"]; !strings.Contains(c.Info, f.cluster.Containerd.Address) {
+		t.Errorf("containerd check %q does not name the cluster's socket %s", c.Info, f.cluster.Containerd.Address)
 	}
 }
