@@ -90,7 +90,7 @@ func (p *ctrProcess) Checkpoint(ctx context.Context, imagePath string) error {
 // full log (name in the work folder dir), copied under the agent's state
 // so it outlives the work folder.
 func (c *Containerd) criuFailure(op, dir, name string, err error) error {
-	return snapshots.KeepLog(op, filepath.Join(dir, name), filepath.Join(c.stateDir, "criu-logs"), name, err)
+	return snapshots.KeepLog(op, filepath.Join(dir, name), filepath.Join(c.stateDir, "criu-logs"), strings.TrimSuffix(name, ".log"), err)
 }
 
 // snapshotUser: where criu lacks CAP_SYS_RESOURCE (some sandboxes drop

@@ -83,7 +83,7 @@ var causes = []struct {
 	{"Unexpected rt vDSO area bounds", Cause{"this criu does not know this kernel's vDSO", "run .ci/install-deps for criu >= " + MinCRIU}},
 	{"Can't get rlimit", Cause{"criu lacks CAP_SYS_RESOURCE to read another uid's limits", "run the agent with CAP_SYS_RESOURCE"}},
 	{"Can't connect inet socket back", Cause{"the restored network namespace has loopback down", "bring lo up in the instance's namespace before restore"}},
-	{"No space left on device", Cause{"the snapshot store's disk is full", "free space under the agent's state folder or lower --snapshot-budget"}},
+	{"No space left on device", Cause{"no space left on the snapshot store's disk", "free space under the agent's state folder"}},
 }
 
 // Diagnose reads a CRIU log and says what went wrong in one line, from

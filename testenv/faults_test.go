@@ -441,6 +441,11 @@ func faultSnapshotDiskFull(t *testing.T, env *faultEnv) {
 	if !strings.Contains(strings.ToLower(d), "no space") {
 		t.Errorf("decision %q does not say the disk is full", d)
 	}
+	if _, log, ok := strings.Cut(d, "(criu log: "); !ok {
+		t.Errorf("decision %q names no CRIU log", d)
+	} else if _, err := os.Stat(strings.TrimSuffix(log, ")")); err != nil {
+		t.Errorf("decision %q: the CRIU log it names is gone: %v", d, err)
+	}
 	if !strings.Contains(logBuf.String(), "snapshot_failed") {
 		t.Errorf("the agent logged no snapshot_failed event")
 	}
