@@ -3,16 +3,20 @@ package testenv_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/amberfn/amber/agent"
 	"github.com/amberfn/amber/api"
+	"github.com/amberfn/amber/testenv"
 )
 
 // Isolation tests: deploy variants of the shell example whose handler
@@ -90,7 +94,7 @@ func TestInstanceRunsUnprivileged(t *testing.T) {
 	}
 	kv := keyValues(res.Payload)
 	want := map[string]string{
-		"uid": "993", "gid": "993", "init_uid": "993", // the function and amber-init alike
+		"uid": "993", "gid": "993", "init_uid": "0", // amber-init is root, out of the function's reach
 		"root_write": "denied", "task_write": "denied", "tmp_write": "ok",
 		"CapInh": "0000000000000000", "CapPrm": "0000000000000000", "CapEff": "0000000000000000",
 		"CapBnd": "0000000000000000", "CapAmb": "0000000000000000",
@@ -344,5 +348,96 @@ func TestInstanceMemoryLimitHolds(t *testing.T) {
 				t.Logf("instance %s is gone: %v", res.Instance, err)
 			}
 		})
+	}
+}
+
+var (
+	attackOnce sync.Once
+	attackPath string
+	attackErr  error
+)
+
+// attackImage builds testdata/initattack, a function that tries to take
+// over amber-init from inside its instance.
+func attackImage(t *testing.T, f *fixture) string {
+	t.Helper()
+	attackOnce.Do(func() {
+		attackPath, attackErr = testenv.BuildGoFunction(t.Context(), "./testenv/testdata/initattack", "initattack", f.dir)
+	})
+	if attackErr != nil {
+		t.Fatal(attackErr)
+	}
+	return attackPath
+}
+
+// attackAttempts are what initattack tries against PID 1; each must be
+// refused by the kernel.
+var attackAttempts = []string{"ptrace_attach", "ptrace_seize", "mem_read", "environ_read",
+	"fd0_read", "fd0_write", "fd1_write", "fd_list"}
+
+// signalAttempts are initattack's kill(1, …) with 0, SIGTERM and SIGKILL.
+var signalAttempts = []string{"kill_0", "kill_term", "kill_kill"}
+
+// checkRefused fails for each attempt that was not refused with EPERM
+// or EACCES.
+func checkRefused(t *testing.T, res *api.InvokeResult, attempts []string) map[string]string {
+	t.Helper()
+	if res.FunctionError != "" {
+		t.Fatalf("function error: %s", res.Payload)
+	}
+	var got map[string]string
+	if err := json.Unmarshal(res.Payload, &got); err != nil {
+		t.Fatalf("result %q: %v", res.Payload, err)
+	}
+	for _, a := range attempts {
+		switch got[a] {
+		case syscall.EPERM.Error(), syscall.EACCES.Error():
+		default:
+			t.Errorf("%s on amber-init from the function: %q, want EPERM or EACCES", a, got[a])
+		}
+	}
+	return got
+}
+
+// attackThenServe invokes the attack on an instance and then invokes it
+// again: the same instance must answer, warm.
+func attackThenServe(t *testing.T, invoke func(payload string) (*api.InvokeResult, error), attempts []string, signals bool) (*api.InvokeResult, map[string]string) {
+	t.Helper()
+	res, err := invoke(fmt.Sprintf(`{"signals":%t}`, signals))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := checkRefused(t, res, attempts)
+	again, err := invoke(`{}`)
+	if err != nil {
+		t.Fatalf("invoke after the attack: %v", err)
+	}
+	if again.FunctionError != "" || again.StartKind != api.StartWarm || again.Instance != res.Instance {
+		t.Errorf("after the attack on %s: %s start on %s, function error %q: want the same instance, warm",
+			res.Instance, again.StartKind, again.Instance, again.FunctionError)
+	}
+	return res, got
+}
+
+// TestFunctionCannotTakeOverInit: function code can neither trace
+// amber-init, read its memory or environment, reach its frame stream
+// through /proc/1/fd, nor signal it, and the instance keeps serving.
+func TestFunctionCannotTakeOverInit(t *testing.T) {
+	f := cluster(t)
+	deploy(t, f.cluster.Client(), "iso-initattack", attackImage(t, f))
+	invoke := func(payload string) (*api.InvokeResult, error) {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		return f.cluster.Client().Invoke(ctx, "iso-initattack", []byte(payload))
+	}
+	res, got := attackThenServe(t, invoke, append(append([]string{}, attackAttempts...), signalAttempts...), true)
+	t.Logf("%s start on %s: %v", res.StartKind, res.Instance, got)
+	// The function runs as the sandbox user; amber-init as root with
+	// CAP_KILL alone.
+	want := map[string]string{"uid": "993", "init_uid": "0", "init_cap": fmt.Sprintf("%016x", 1<<5)}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
 	}
 }

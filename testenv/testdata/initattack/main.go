@@ -1,0 +1,111 @@
+// initattack is an aws-lambda-go function that tries, from inside its
+// instance, to take over amber-init (PID 1): trace it, read its memory,
+// open its frame stream through /proc/1/fd, and signal it. Each attempt
+// reports "allowed" or the error that refused it. Whatever succeeds is
+// undone at once (a trace is detached, a file closed unwritten), and
+// signals are tried only when asked for.
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/aws/aws-lambda-go/lambda"
+)
+
+type event struct {
+	Signals bool `json:"signals"` // also kill(1, …) with 0, SIGTERM and SIGKILL
+}
+
+type attempt struct {
+	name string
+	try  func() error
+}
+
+// ptraceSeize is PTRACE_SEIZE, which the syscall package does not name.
+const ptraceSeize = 0x4206
+
+func handler(_ context.Context, ev event) (map[string]string, error) {
+	out := map[string]string{
+		"uid":      strconv.Itoa(os.Getuid()),
+		"init_uid": initStatus("Uid"),
+		"init_cap": initStatus("CapEff"),
+	}
+	attempts := []attempt{
+		{"ptrace_attach", func() error {
+			if err := syscall.PtraceAttach(1); err != nil {
+				return err
+			}
+			return syscall.PtraceDetach(1)
+		}},
+		{"ptrace_seize", func() error {
+			if _, _, e := syscall.RawSyscall6(syscall.SYS_PTRACE, ptraceSeize, 1, 0, 0, 0, 0); e != 0 {
+				return e
+			}
+			return syscall.PtraceDetach(1)
+		}},
+		{"mem_read", openClose("/proc/1/mem", os.O_RDONLY)},
+		{"environ_read", openClose("/proc/1/environ", os.O_RDONLY)},
+		{"fd0_read", openClose("/proc/1/fd/0", os.O_RDONLY)},
+		{"fd0_write", openClose("/proc/1/fd/0", os.O_WRONLY)},
+		{"fd1_write", openClose("/proc/1/fd/1", os.O_WRONLY)},
+		{"fd_list", func() error { _, err := os.ReadDir("/proc/1/fd"); return err }},
+	}
+	if ev.Signals {
+		for _, s := range []struct {
+			name string
+			sig  syscall.Signal
+		}{{"kill_0", 0}, {"kill_term", syscall.SIGTERM}, {"kill_kill", syscall.SIGKILL}} {
+			attempts = append(attempts, attempt{s.name, func() error { return syscall.Kill(1, s.sig) }})
+		}
+	}
+	for _, a := range attempts {
+		out[a.name] = result(a.try())
+	}
+	return out, nil
+}
+
+func openClose(path string, flag int) func() error {
+	return func() error {
+		f, err := os.OpenFile(path, flag, 0)
+		if err != nil {
+			return err
+		}
+		return f.Close()
+	}
+}
+
+// result is "allowed", the errno's text, or the whole error.
+func result(err error) string {
+	var errno syscall.Errno
+	switch {
+	case err == nil:
+		return "allowed"
+	case errors.As(err, &errno):
+		return errno.Error()
+	default:
+		return err.Error()
+	}
+}
+
+// initStatus is the first field of a line of /proc/1/status.
+func initStatus(key string) string {
+	b, err := os.ReadFile("/proc/1/status")
+	if err != nil {
+		return result(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, key+":"); ok {
+			if f := strings.Fields(v); len(f) > 0 {
+				return f[0]
+			}
+		}
+	}
+	return ""
+}
+
+func main() { lambda.Start(handler) }
