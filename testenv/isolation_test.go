@@ -16,6 +16,7 @@ import (
 
 	"github.com/amberfn/amber/agent"
 	"github.com/amberfn/amber/api"
+	"github.com/amberfn/amber/api/ociarchive"
 	"github.com/amberfn/amber/testenv"
 )
 
@@ -358,8 +359,9 @@ var (
 )
 
 // attackImage builds testdata/initattack, a function that tries to take
-// over amber-init from inside its instance.
-func attackImage(t *testing.T, f *fixture) string {
+// over amber-init from inside its instance, with user as the image's
+// User ("" for none).
+func attackImage(t *testing.T, f *fixture, user string) string {
 	t.Helper()
 	attackOnce.Do(func() {
 		attackPath, attackErr = testenv.BuildGoFunction(t.Context(), "./testenv/testdata/initattack", "initattack", f.dir)
@@ -367,27 +369,55 @@ func attackImage(t *testing.T, f *fixture) string {
 	if attackErr != nil {
 		t.Fatal(attackErr)
 	}
-	return attackPath
+	if user == "" {
+		return attackPath
+	}
+	out := filepath.Join(f.dir, "initattack-user-"+strings.ReplaceAll(user, ":", "-")+".tar")
+	w, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := ociarchive.Build(filepath.Join(f.dir, "stage-initattack"), w, ociarchive.WithUser(user)); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
-// attackAttempts are what initattack tries against PID 1; each must be
-// refused by the kernel.
+// attackAttempts are what initattack tries against PID 1 that amber-init
+// being non-dumpable refuses, even to a function of its own user.
 var attackAttempts = []string{"ptrace_attach", "ptrace_seize", "mem_read", "environ_read",
-	"fd0_read", "fd0_write", "fd1_write", "fd_list"}
+	"fd0_read", "fd0_write", "fd1_write"}
 
-// signalAttempts are initattack's kill(1, …) with 0, SIGTERM and SIGKILL.
-var signalAttempts = []string{"kill_0", "kill_term", "kill_kill"}
+// otherUserAttempts are refused because amber-init runs as another user
+// than the function: listing /proc/1/fd (it shows fd numbers only; their
+// targets stay out of reach) and kill(1, …) with 0, SIGTERM and SIGKILL.
+var otherUserAttempts = []string{"fd_list", "kill_0", "kill_term", "kill_kill"}
 
-// checkRefused fails for each attempt that was not refused with EPERM
-// or EACCES.
-func checkRefused(t *testing.T, res *api.InvokeResult, attempts []string) map[string]string {
+// initAttack runs initattack on one instance through invoke, then invokes
+// it again: every attempt must have been refused with EPERM or EACCES,
+// the function must hold no capabilities and amber-init CAP_KILL alone,
+// and the same instance must answer the second call, warm. The signal
+// attempts (and otherUserAttempts) are made only when otherUser is set:
+// amber-init and the function then run as different users. It returns
+// the attack's result and what initattack reported.
+func initAttack(t *testing.T, invoke func(payload string) (*api.InvokeResult, error), otherUser bool) (*api.InvokeResult, map[string]string) {
 	t.Helper()
+	res, err := invoke(fmt.Sprintf(`{"signals":%t}`, otherUser))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if res.FunctionError != "" {
 		t.Fatalf("function error: %s", res.Payload)
 	}
 	var got map[string]string
 	if err := json.Unmarshal(res.Payload, &got); err != nil {
 		t.Fatalf("result %q: %v", res.Payload, err)
+	}
+	t.Logf("%s start on %s: %v", res.StartKind, res.Instance, got)
+	attempts := attackAttempts
+	if otherUser {
+		attempts = append(append([]string{}, attackAttempts...), otherUserAttempts...)
 	}
 	for _, a := range attempts {
 		switch got[a] {
@@ -396,18 +426,14 @@ func checkRefused(t *testing.T, res *api.InvokeResult, attempts []string) map[st
 			t.Errorf("%s on amber-init from the function: %q, want EPERM or EACCES", a, got[a])
 		}
 	}
-	return got
-}
-
-// attackThenServe invokes the attack on an instance and then invokes it
-// again: the same instance must answer, warm.
-func attackThenServe(t *testing.T, invoke func(payload string) (*api.InvokeResult, error), attempts []string, signals bool) (*api.InvokeResult, map[string]string) {
-	t.Helper()
-	res, err := invoke(fmt.Sprintf(`{"signals":%t}`, signals))
-	if err != nil {
-		t.Fatal(err)
+	for _, set := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"} {
+		if got[set] != "0000000000000000" {
+			t.Errorf("the function's %s = %q, want none", set, got[set])
+		}
 	}
-	got := checkRefused(t, res, attempts)
+	if want := fmt.Sprintf("%016x", 1<<5); got["init_cap"] != want || got["init_uid"] != "0" {
+		t.Errorf("amber-init: uid %q, effective capabilities %q; want uid 0 and %s (CAP_KILL)", got["init_uid"], got["init_cap"], want)
+	}
 	again, err := invoke(`{}`)
 	if err != nil {
 		t.Fatalf("invoke after the attack: %v", err)
@@ -421,23 +447,33 @@ func attackThenServe(t *testing.T, invoke func(payload string) (*api.InvokeResul
 
 // TestFunctionCannotTakeOverInit: function code can neither trace
 // amber-init, read its memory or environment, reach its frame stream
-// through /proc/1/fd, nor signal it, and the instance keeps serving.
+// through /proc/1/fd, nor (as another user) signal it, and the instance
+// keeps serving. An image that says root runs its function as uid 0 like
+// amber-init: being non-dumpable still keeps it out of reach.
 func TestFunctionCannotTakeOverInit(t *testing.T) {
 	f := cluster(t)
-	deploy(t, f.cluster.Client(), "iso-initattack", attackImage(t, f))
-	invoke := func(payload string) (*api.InvokeResult, error) {
-		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-		defer cancel()
-		return f.cluster.Client().Invoke(ctx, "iso-initattack", []byte(payload))
+	tests := []struct {
+		name    string
+		user    string // the image's User
+		wantUID string
+	}{
+		{"sandbox-user", "", "993"},
+		{"image-user", "1000:1000", "1000"},
+		{"image-root", "0", "0"},
 	}
-	res, got := attackThenServe(t, invoke, append(append([]string{}, attackAttempts...), signalAttempts...), true)
-	t.Logf("%s start on %s: %v", res.StartKind, res.Instance, got)
-	// The function runs as the sandbox user; amber-init as root with
-	// CAP_KILL alone.
-	want := map[string]string{"uid": "993", "init_uid": "0", "init_cap": fmt.Sprintf("%016x", 1<<5)}
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("%s = %q, want %q", k, got[k], v)
-		}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			name := "iso-initattack-" + tc.name
+			deploy(t, f.cluster.Client(), name, attackImage(t, f, tc.user))
+			invoke := func(payload string) (*api.InvokeResult, error) {
+				ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+				defer cancel()
+				return f.cluster.Client().Invoke(ctx, name, []byte(payload))
+			}
+			_, got := initAttack(t, invoke, tc.wantUID != "0")
+			if got["uid"] != tc.wantUID {
+				t.Errorf("the function runs as uid %q, want %s", got["uid"], tc.wantUID)
+			}
+		})
 	}
 }

@@ -32,14 +32,19 @@ const ptraceSeize = 0x4206
 func handler(_ context.Context, ev event) (map[string]string, error) {
 	out := map[string]string{
 		"uid":      strconv.Itoa(os.Getuid()),
-		"init_uid": initStatus("Uid"),
-		"init_cap": initStatus("CapEff"),
+		"init_uid": procStatus(1, "Uid"),
+		"init_cap": procStatus(1, "CapEff"),
+	}
+	for _, set := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"} {
+		out[set] = procStatus(os.Getpid(), set)
 	}
 	attempts := []attempt{
 		{"ptrace_attach", func() error {
 			if err := syscall.PtraceAttach(1); err != nil {
 				return err
 			}
+			var ws syscall.WaitStatus
+			_, _ = syscall.Wait4(1, &ws, syscall.WALL, nil) // detach wants it stopped
 			return syscall.PtraceDetach(1)
 		}},
 		{"ptrace_seize", func() error {
@@ -92,9 +97,9 @@ func result(err error) string {
 	}
 }
 
-// initStatus is the first field of a line of /proc/1/status.
-func initStatus(key string) string {
-	b, err := os.ReadFile("/proc/1/status")
+// procStatus is the first field of a line of /proc/PID/status.
+func procStatus(pid int, key string) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		return result(err)
 	}
