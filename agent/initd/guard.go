@@ -105,6 +105,8 @@ func dropBoundingSet() error {
 				return e
 			}
 			return nil
+		case e == syscall.ENOTSUP:
+			return fmt.Errorf("%w (amber-init must be built with CGO_ENABLED=0)", e)
 		case e != 0:
 			return fmt.Errorf("capability %d: %w", c, e)
 		}

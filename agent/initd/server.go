@@ -145,8 +145,9 @@ func WithEnv(env []string) Option {
 func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
 
 // WithGuard puts amber-init out of its runtime's reach (see guard.go):
-// started as the function's user with GuardCapabilities, it becomes root,
-// non-dumpable, and starts the runtime as that user without capabilities.
+// started as the function's user with GuardCapabilities, it becomes root
+// and non-dumpable before anything else, starts the runtime as that user
+// without capabilities, and keeps CAP_KILL alone.
 func WithGuard() Option { return func(s *Server) { s.guard = true } }
 
 // WithoutProcess serves the Runtime API and relays frames without starting
@@ -201,6 +202,15 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancel(nil)
 	out := &frameOut{fw: api.NewFrameWriter(s.out), fail: cancel}
 
+	var g *guard
+	if s.guard {
+		var err error
+		if g, err = takeOver(); err != nil {
+			s.log.Error("guard", "err", err)
+			_ = out.Write(exitFrame(1, err.Error()))
+			return err
+		}
+	}
 	addr, err := s.Listen(ctx)
 	if err != nil {
 		s.log.Error("listen", "err", err)
@@ -220,36 +230,29 @@ func (s *Server) Run(ctx context.Context) error {
 	input := make(chan error, 1)
 	go func() { input <- s.readFrames(ctx, rt) }()
 
-	if !s.spawn {
-		return s.wait(ctx, input, nil, out)
-	}
-	var g *guard
-	if s.guard {
-		if g, err = takeOver(); err != nil {
-			s.log.Error("guard", "err", err)
-			_ = out.Write(exitFrame(1, err.Error()))
-			return err
+	var p *process
+	if s.spawn {
+		// Catch SIGTERM/SIGINT before the runtime exists, to relay them to it.
+		sigs := make(chan os.Signal, 4)
+		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+		defer signal.Stop(sigs)
+		if p, err = s.start(addr, g, out); err != nil {
+			s.log.Error("start runtime", "err", err)
+			_ = out.Write(exitFrame(startExitCode(err), err.Error()))
+			return fmt.Errorf("%w: %w", ErrStart, err)
 		}
-	}
-	// Catch SIGTERM/SIGINT before the runtime exists, to relay them to it.
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
-	p, err := s.start(addr, g, out)
-	if err != nil {
-		s.log.Error("start runtime", "err", err)
-		_ = out.Write(exitFrame(startExitCode(err), err.Error()))
-		return fmt.Errorf("%w: %w", ErrStart, err)
+		go s.relaySignals(ctx, sigs, p)
 	}
 	if g != nil {
 		if err := g.lockDown(); err != nil {
 			s.log.Error("guard", "err", err)
-			p.Kill(killWait)
+			if p != nil {
+				p.Kill(killWait)
+			}
 			_ = out.Write(exitFrame(1, err.Error()))
 			return err
 		}
 	}
-	go s.relaySignals(ctx, sigs, p)
 	return s.wait(ctx, input, p, out)
 }
 
