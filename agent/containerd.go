@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -462,17 +463,18 @@ func withUser(imageUser string) oci.SpecOpts {
 }
 
 // withInitCapabilities gives amber-init initd.GuardCapabilities in every
-// set but the bounding set's extras: ambient (and so inheritable) too, or a
-// non-root amber-init would lose them on execve. amber-init empties all
-// of them for the function (initd/guard.go). The struct is always set: a
-// nil one would leave runc's own capabilities in place.
+// set, ambient (and so inheritable) included: started as a non-root user,
+// it would lose them on execve otherwise. amber-init empties every set
+// for the function (initd/guard.go). The struct is always set: a nil one
+// would leave runc's own capabilities in place.
 func withInitCapabilities(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
 	if s.Process == nil {
 		s.Process = &specs.Process{}
 	}
 	caps := initd.GuardCapabilities
 	s.Process.Capabilities = &specs.LinuxCapabilities{
-		Bounding: caps, Effective: caps, Permitted: caps, Inheritable: caps, Ambient: caps,
+		Bounding: slices.Clone(caps), Effective: slices.Clone(caps), Permitted: slices.Clone(caps),
+		Inheritable: slices.Clone(caps), Ambient: slices.Clone(caps),
 	}
 	return nil
 }

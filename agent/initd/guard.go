@@ -10,26 +10,30 @@ import (
 // ErrGuard wraps a failure to put amber-init out of its runtime's reach.
 var ErrGuard = errors.New("guard amber-init")
 
-// Capabilities amber-init uses (linux/capability.h).
+// Capabilities amber-init keeps past takeOver (linux/capability.h).
 const (
-	capKill    = 5 // signal the runtime, which runs as another user
-	capSetgid  = 6 // start the runtime with its groups
-	capSetuid  = 7 // become root; start the runtime as its user
-	capSetpcap = 8 // empty the bounding set
+	capKill   = 5 // signal the runtime, which runs as another user
+	capSetgid = 6 // start the runtime with its groups
+	capSetuid = 7 // start the runtime as its user
 
 	linuxCapabilityVersion3 = 0x20080522
 )
 
 // GuardCapabilities are the capabilities amber-init must be started with
 // (effective, permitted, inheritable and ambient, so they survive its
-// execve as a non-root user) for WithGuard.
+// execve as a non-root user) for WithGuard: CAP_SETUID and CAP_SETGID to
+// become root and start the runtime as its user, CAP_SETPCAP to empty the
+// bounding set, CAP_KILL to signal the runtime.
 var GuardCapabilities = []string{"CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP"}
 
 // guard is how amber-init keeps the function's code away from itself: it
 // runs as root in the container (another user than the runtime, unless
 // the runtime is root too), non-dumpable, and, once the runtime is
 // started, with CAP_KILL alone. Then the runtime can neither ptrace it,
-// open /proc/1/mem or /proc/1/fd/*, nor signal it.
+// open /proc/1/mem or /proc/1/fd/*, nor signal it. A runtime that is
+// root itself (an image that says so) is kept out by non-dumpable alone:
+// it can still signal amber-init, though not with SIGKILL or SIGSTOP,
+// which PID 1 of a pid namespace never takes from inside it.
 //
 // amber-init is started as the function's user holding GuardCapabilities.
 // takeOver records that user for the runtime and becomes root;
