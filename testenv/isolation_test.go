@@ -386,8 +386,8 @@ func attackImage(t *testing.T, f *fixture, user string) string {
 
 // attackAttempts are what initattack tries against PID 1 that amber-init
 // being non-dumpable refuses, even to a function of its own user.
-var attackAttempts = []string{"ptrace_attach", "ptrace_seize", "mem_read", "environ_read",
-	"fd0_read", "fd0_write", "fd1_write"}
+var attackAttempts = []string{"ptrace_attach", "ptrace_seize", "mem_read", "vm_read", "pidfd_getfd",
+	"environ_read", "fd0_read", "fd0_write", "fd1_write"}
 
 // otherUserAttempts are refused because amber-init runs as another user
 // than the function: listing /proc/1/fd (it shows fd numbers only; their

@@ -1,6 +1,6 @@
 // initattack is an aws-lambda-go function that tries, from inside its
 // instance, to take over amber-init (PID 1): trace it, read its memory,
-// open its frame stream through /proc/1/fd, and signal it. Each attempt
+// reach its frame stream through /proc/1/fd or pidfd_getfd, and signal it. Each attempt
 // reports "allowed" or the error that refused it. Whatever succeeds is
 // undone at once (a trace is detached, a file closed unwritten), and
 // signals are tried only when asked for.
@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"github.com/aws/aws-lambda-go/lambda"
 )
@@ -54,6 +55,8 @@ func handler(_ context.Context, ev event) (map[string]string, error) {
 			return syscall.PtraceDetach(1)
 		}},
 		{"mem_read", openClose("/proc/1/mem", os.O_RDONLY)},
+		{"vm_read", vmRead},
+		{"pidfd_getfd", pidfdGetfd},
 		{"environ_read", openClose("/proc/1/environ", os.O_RDONLY)},
 		{"fd0_read", openClose("/proc/1/fd/0", os.O_RDONLY)},
 		{"fd0_write", openClose("/proc/1/fd/0", os.O_WRONLY)},
@@ -72,6 +75,36 @@ func handler(_ context.Context, ev event) (map[string]string, error) {
 		out[a.name] = result(a.try())
 	}
 	return out, nil
+}
+
+// vmRead reads a byte of PID 1's memory with process_vm_readv.
+func vmRead() error {
+	var b [1]byte
+	local := syscall.Iovec{Base: &b[0], Len: 1}
+	remote := struct{ base, len uintptr }{0x400000, 1} // where a static Go binary is mapped
+	const sysProcessVMReadv = 310                      // linux/amd64
+	_, _, e := syscall.Syscall6(sysProcessVMReadv, 1,
+		uintptr(unsafe.Pointer(&local)), 1, uintptr(unsafe.Pointer(&remote)), 1, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// pidfdGetfd takes a copy of PID 1's stdout (its frame stream) with
+// pidfd_getfd, and closes it at once if it gets one.
+func pidfdGetfd() error {
+	const sysPidfdOpen, sysPidfdGetfd = 434, 438 // every architecture
+	pidfd, _, e := syscall.Syscall(sysPidfdOpen, 1, 0, 0)
+	if e != 0 {
+		return e
+	}
+	defer syscall.Close(int(pidfd))
+	fd, _, e := syscall.Syscall(sysPidfdGetfd, pidfd, 1, 0)
+	if e != 0 {
+		return e
+	}
+	return syscall.Close(int(fd))
 }
 
 func openClose(path string, flag int) func() error {
