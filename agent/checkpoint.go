@@ -97,8 +97,10 @@ func (c *Containerd) criuFailure(op, dir, name string, err error) error {
 // it from the bounding set) it cannot read the rlimits of a process of
 // another uid ("Can't get rlimit 0: Operation not permitted"), so an
 // instance to be checkpointed, and the instances restored from it, run
-// as uid 0 — with every capability set empty, as for an image that names
-// root. Elsewhere they run as every instance does.
+// as uid 0 — the function with every capability set empty, as for an
+// image that names root, and amber-init, which is root anyway, guarded as
+// ever. Elsewhere they run as every instance does (amber-init as root,
+// the function as its user).
 func (c *Containerd) snapshotUser() []oci.SpecOpts {
 	if hasCapSysResource() {
 		return nil

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +28,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/amberfn/amber/agent/initd"
 	"github.com/amberfn/amber/api"
 )
 
@@ -369,13 +371,18 @@ func (c *Containerd) Launch(ctx context.Context, spec launchSpec) (process, erro
 // read-only /proc paths; no new privileges):
 //
 //   - the image's env, entrypoint, cmd and working dir, behind amber-init;
-//   - the image's User if it names one, else sandboxUID:sandboxGID. An
-//     image that explicitly says root ("0", "root") runs as uid 0, but
-//     with every capability set empty that root is no more powerful than
-//     any other uid (it still owns root-owned files, and the rootfs is
-//     read-only);
-//   - no capabilities at all (bounding, effective, permitted, inheritable,
-//     ambient) and containerd's default seccomp profile for that set;
+//   - the image's User if it names one, else sandboxUID:sandboxGID, for
+//     the function. An image that explicitly says root ("0", "root") runs
+//     as uid 0, but with every capability set empty that root is no more
+//     powerful than any other uid (it still owns root-owned files, and the
+//     rootfs is read-only);
+//   - amber-init guarded (-guard): runc starts it as that user with
+//     initd.GuardCapabilities; it becomes root in the container,
+//     non-dumpable, empties the bounding set, starts the function with no
+//     capabilities at all and keeps only CAP_KILL itself, so the function
+//     can neither ptrace it, read its memory, write to its frame stream
+//     through /proc/1/fd, nor signal it;
+//   - containerd's default seccomp profile for those capabilities;
 //   - a read-only root, a size-capped tmpfs /tmp (mode 1777) and only the
 //     mounts a function needs (see minimalMounts);
 //   - the agent-made network namespace (loopback only);
@@ -385,7 +392,7 @@ func (c *Containerd) instanceSpec(img containerd.Image, fn *api.Function, netns 
 	mem := uint64(fn.MemoryMB) << 20
 	return []oci.SpecOpts{
 		withImageConfig(img),
-		prependInit([]string{initPath}),
+		prependInit([]string{initPath, "-guard"}),
 		oci.WithEnv(lambdaEnv(fn)),
 		oci.WithHostname("amber"),
 		minimalMounts,
@@ -398,7 +405,7 @@ func (c *Containerd) instanceSpec(img containerd.Image, fn *api.Function, netns 
 		oci.WithMemorySwap(int64(mem)),
 		oci.WithCPUShares(cpuShares(fn.MemoryMB)),
 		oci.WithPidsLimit(pidsLimit),
-		withNoCapabilities,
+		withInitCapabilities,
 		oci.WithNoNewPrivileges,
 		seccomp.WithDefaultProfile(), // after the capabilities: the profile follows them
 		oci.WithRootFSReadonly(),
@@ -455,15 +462,19 @@ func withUser(imageUser string) oci.SpecOpts {
 	}
 }
 
-// withNoCapabilities empties every capability set. The struct stays: a
-// nil one would leave runc's own capabilities in place.
-func withNoCapabilities(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
+// withInitCapabilities gives amber-init initd.GuardCapabilities in every
+// set, ambient (and so inheritable) included: started as a non-root user,
+// it would lose them on execve otherwise. amber-init empties every set
+// for the function (initd/guard.go). The struct is always set: a nil one
+// would leave runc's own capabilities in place.
+func withInitCapabilities(_ context.Context, _ oci.Client, _ *containers.Container, s *specs.Spec) error {
 	if s.Process == nil {
 		s.Process = &specs.Process{}
 	}
+	caps := initd.GuardCapabilities
 	s.Process.Capabilities = &specs.LinuxCapabilities{
-		Bounding: []string{}, Effective: []string{}, Permitted: []string{},
-		Inheritable: []string{}, Ambient: []string{},
+		Bounding: slices.Clone(caps), Effective: slices.Clone(caps), Permitted: slices.Clone(caps),
+		Inheritable: slices.Clone(caps), Ambient: slices.Clone(caps),
 	}
 	return nil
 }

@@ -3,16 +3,21 @@ package testenv_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/amberfn/amber/agent"
 	"github.com/amberfn/amber/api"
+	"github.com/amberfn/amber/api/ociarchive"
+	"github.com/amberfn/amber/testenv"
 )
 
 // Isolation tests: deploy variants of the shell example whose handler
@@ -90,7 +95,7 @@ func TestInstanceRunsUnprivileged(t *testing.T) {
 	}
 	kv := keyValues(res.Payload)
 	want := map[string]string{
-		"uid": "993", "gid": "993", "init_uid": "993", // the function and amber-init alike
+		"uid": "993", "gid": "993", "init_uid": "0", // amber-init is root, out of the function's reach
 		"root_write": "denied", "task_write": "denied", "tmp_write": "ok",
 		"CapInh": "0000000000000000", "CapPrm": "0000000000000000", "CapEff": "0000000000000000",
 		"CapBnd": "0000000000000000", "CapAmb": "0000000000000000",
@@ -342,6 +347,132 @@ func TestInstanceMemoryLimitHolds(t *testing.T) {
 				}
 			} else {
 				t.Logf("instance %s is gone: %v", res.Instance, err)
+			}
+		})
+	}
+}
+
+var (
+	attackOnce sync.Once
+	attackPath string
+	attackErr  error
+)
+
+// attackImage builds testdata/initattack, a function that tries to take
+// over amber-init from inside its instance, with user as the image's
+// User ("" for none).
+func attackImage(t *testing.T, f *fixture, user string) string {
+	t.Helper()
+	attackOnce.Do(func() {
+		attackPath, attackErr = testenv.BuildGoFunction(t.Context(), "./testenv/testdata/initattack", "initattack", f.dir)
+	})
+	if attackErr != nil {
+		t.Fatal(attackErr)
+	}
+	if user == "" {
+		return attackPath
+	}
+	out := filepath.Join(f.dir, "initattack-user-"+strings.ReplaceAll(user, ":", "-")+".tar")
+	w, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := ociarchive.Build(filepath.Join(f.dir, "stage-initattack"), w, ociarchive.WithUser(user)); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// attackAttempts are what initattack tries against PID 1 that amber-init
+// being non-dumpable refuses, even to a function of its own user.
+var attackAttempts = []string{"ptrace_attach", "ptrace_seize", "mem_read", "vm_read", "pidfd_getfd",
+	"environ_read", "fd0_read", "fd0_write", "fd1_write"}
+
+// otherUserAttempts are refused because amber-init runs as another user
+// than the function: listing /proc/1/fd (it shows fd numbers only; their
+// targets stay out of reach) and kill(1, …) with 0, SIGTERM and SIGKILL.
+var otherUserAttempts = []string{"fd_list", "kill_0", "kill_term", "kill_kill"}
+
+// initAttack runs initattack on one instance through invoke, then invokes
+// it again: every attempt must have been refused with EPERM or EACCES,
+// the function must hold no capabilities and amber-init CAP_KILL alone,
+// and the same instance must answer the second call, warm. The signal
+// attempts (and otherUserAttempts) are made only when otherUser is set:
+// amber-init and the function then run as different users. It returns
+// the attack's result and what initattack reported.
+func initAttack(t *testing.T, invoke func(payload string) (*api.InvokeResult, error), otherUser bool) (*api.InvokeResult, map[string]string) {
+	t.Helper()
+	res, err := invoke(fmt.Sprintf(`{"signals":%t}`, otherUser))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.FunctionError != "" {
+		t.Fatalf("function error: %s", res.Payload)
+	}
+	var got map[string]string
+	if err := json.Unmarshal(res.Payload, &got); err != nil {
+		t.Fatalf("result %q: %v", res.Payload, err)
+	}
+	t.Logf("%s start on %s: %v", res.StartKind, res.Instance, got)
+	attempts := attackAttempts
+	if otherUser {
+		attempts = append(append([]string{}, attackAttempts...), otherUserAttempts...)
+	}
+	for _, a := range attempts {
+		switch got[a] {
+		case syscall.EPERM.Error(), syscall.EACCES.Error():
+		default:
+			t.Errorf("%s on amber-init from the function: %q, want EPERM or EACCES", a, got[a])
+		}
+	}
+	for _, set := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"} {
+		if got[set] != "0000000000000000" {
+			t.Errorf("the function's %s = %q, want none", set, got[set])
+		}
+	}
+	if want := fmt.Sprintf("%016x", 1<<5); got["init_cap"] != want || got["init_uid"] != "0" {
+		t.Errorf("amber-init: uid %q, effective capabilities %q; want uid 0 and %s (CAP_KILL)", got["init_uid"], got["init_cap"], want)
+	}
+	again, err := invoke(`{}`)
+	if err != nil {
+		t.Fatalf("invoke after the attack: %v", err)
+	}
+	if again.FunctionError != "" || again.StartKind != api.StartWarm || again.Instance != res.Instance {
+		t.Errorf("after the attack on %s: %s start on %s, function error %q: want the same instance, warm",
+			res.Instance, again.StartKind, again.Instance, again.FunctionError)
+	}
+	return res, got
+}
+
+// TestFunctionCannotTakeOverInit: function code can neither trace
+// amber-init, read its memory or environment, reach its frame stream
+// through /proc/1/fd, nor (as another user) signal it, and the instance
+// keeps serving. An image that says root runs its function as uid 0 like
+// amber-init: being non-dumpable still keeps it out of reach.
+func TestFunctionCannotTakeOverInit(t *testing.T) {
+	f := cluster(t)
+	tests := []struct {
+		name    string
+		user    string // the image's User
+		wantUID string
+	}{
+		{"sandbox-user", "", "993"},
+		{"image-user", "1000:1000", "1000"},
+		{"image-root", "0", "0"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			name := "iso-initattack-" + tc.name
+			deploy(t, f.cluster.Client(), name, attackImage(t, f, tc.user))
+			invoke := func(payload string) (*api.InvokeResult, error) {
+				ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+				defer cancel()
+				return f.cluster.Client().Invoke(ctx, name, []byte(payload))
+			}
+			_, got := initAttack(t, invoke, tc.wantUID != "0")
+			if got["uid"] != tc.wantUID {
+				t.Errorf("the function runs as uid %q, want %s", got["uid"], tc.wantUID)
 			}
 		})
 	}

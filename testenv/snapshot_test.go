@@ -397,3 +397,45 @@ func TestPoolRefillsByRestore(t *testing.T) {
 		t.Errorf("agent %s refilled its pool share without restoring (decision %q): %+v", ag.Name(), ag.SnapshotDecision("snap-pool", fn.Version), ag.Instances())
 	}
 }
+
+// TestSnapshotRestoredInitOutOfReach: amber-init restored from a snapshot
+// is as far out of the function's reach as a cold one (non-dumpable,
+// CAP_KILL alone), and the restored instance serves on.
+func TestSnapshotRestoredInitOutOfReach(t *testing.T) {
+	requireCRIU(t)
+	f := cluster(t)
+	c := f.cluster.Client()
+	fn := deploy(t, c, "snap-initattack", attackImage(t, f, ""))
+	t0 := time.Now()
+	cold, err := c.Invoke(t.Context(), "snap-initattack", []byte(`{}`))
+	if err != nil || cold.FunctionError != "" {
+		t.Fatalf("cold invoke: %v %+v", err, cold)
+	}
+	ag := agentNamed(t, f, cold.Agent)
+	waitSnapshot(t, ag, "snap-initattack", fn.Version, t0)
+	ag.RetireIdle("snap-initattack")
+	invoke := func(payload string) (*api.InvokeResult, error) {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		return agentInvoke(ctx, f, ag.Name(), "snap-initattack", fn.Version, payload)
+	}
+	// Where criu lacks CAP_SYS_RESOURCE a snapshotted instance runs
+	// wholly as uid 0 (agent/checkpoint.go): then only being
+	// non-dumpable keeps amber-init out of reach, and the function may
+	// signal it. Ask first who is who.
+	first, err := invoke(`{}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.StartKind != api.StartRestore {
+		t.Fatalf("start %s, want a restore (decision %q)", first.StartKind, ag.SnapshotDecision("snap-initattack", fn.Version))
+	}
+	var ids map[string]string
+	if err := json.Unmarshal(first.Payload, &ids); err != nil {
+		t.Fatalf("result %q: %v", first.Payload, err)
+	}
+	res, _ := initAttack(t, invoke, ids["uid"] != ids["init_uid"])
+	if res.Instance != first.Instance {
+		t.Errorf("attack ran on %s, not on the restored %s", res.Instance, first.Instance)
+	}
+}

@@ -72,7 +72,8 @@ type startSpec struct {
 	argv    []string
 	env     []string
 	dir     string
-	reapAll bool // wait4(-1): reap every child (PID 1)
+	reapAll bool                // wait4(-1): reap every child (PID 1)
+	cred    *syscall.Credential // who the runtime runs as; nil: as amber-init
 }
 
 // startProcess starts the runtime with its stdout and stderr on pipes.
@@ -99,7 +100,7 @@ func startProcess(spec startSpec, out FrameSender, log *slog.Logger) (*process, 
 		Dir:   spec.dir,
 		Env:   spec.env,
 		Files: []*os.File{stdin, stdoutW, stderrW},
-		Sys:   &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
+		Sys:   &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: spec.cred},
 	})
 	closeAll(stdin, stdoutW, stderrW)
 	if err != nil {

@@ -107,6 +107,7 @@ type Server struct {
 	env     []string
 	log     *slog.Logger
 	spawn   bool
+	guard   bool // takeOver before starting the runtime, lockDown after
 
 	fallbacks []string      // bootstrap locations after $LAMBDA_TASK_ROOT/bootstrap
 	reapAll   bool          // reap every child (true when we are PID 1)
@@ -142,6 +143,12 @@ func WithEnv(env []string) Option {
 
 // WithLogger sets the diagnostics logger (default: text to stderr).
 func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
+
+// WithGuard puts amber-init out of its runtime's reach (see guard.go):
+// started as the function's user with GuardCapabilities, it becomes root
+// and non-dumpable before anything else, starts the runtime as that user
+// without capabilities, and keeps CAP_KILL alone.
+func WithGuard() Option { return func(s *Server) { s.guard = true } }
 
 // WithoutProcess serves the Runtime API and relays frames without starting
 // a runtime: for tests, or a runtime started by other means.
@@ -195,6 +202,15 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancel(nil)
 	out := &frameOut{fw: api.NewFrameWriter(s.out), fail: cancel}
 
+	var g *guard
+	if s.guard {
+		var err error
+		if g, err = takeOver(); err != nil {
+			s.log.Error("guard", "err", err)
+			_ = out.Write(exitFrame(1, err.Error()))
+			return err
+		}
+	}
 	addr, err := s.Listen(ctx)
 	if err != nil {
 		s.log.Error("listen", "err", err)
@@ -214,20 +230,29 @@ func (s *Server) Run(ctx context.Context) error {
 	input := make(chan error, 1)
 	go func() { input <- s.readFrames(ctx, rt) }()
 
-	if !s.spawn {
-		return s.wait(ctx, input, nil, out)
+	var p *process
+	if s.spawn {
+		// Catch SIGTERM/SIGINT before the runtime exists, to relay them to it.
+		sigs := make(chan os.Signal, 4)
+		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+		defer signal.Stop(sigs)
+		if p, err = s.start(addr, g, out); err != nil {
+			s.log.Error("start runtime", "err", err)
+			_ = out.Write(exitFrame(startExitCode(err), err.Error()))
+			return fmt.Errorf("%w: %w", ErrStart, err)
+		}
+		go s.relaySignals(ctx, sigs, p)
 	}
-	// Catch SIGTERM/SIGINT before the runtime exists, to relay them to it.
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
-	p, err := s.start(addr, out)
-	if err != nil {
-		s.log.Error("start runtime", "err", err)
-		_ = out.Write(exitFrame(startExitCode(err), err.Error()))
-		return fmt.Errorf("%w: %w", ErrStart, err)
+	if g != nil {
+		if err := g.lockDown(); err != nil {
+			s.log.Error("guard", "err", err)
+			if p != nil {
+				p.Kill(killWait)
+			}
+			_ = out.Write(exitFrame(1, err.Error()))
+			return err
+		}
 	}
-	go s.relaySignals(ctx, sigs, p)
 	return s.wait(ctx, input, p, out)
 }
 
@@ -292,8 +317,9 @@ func (s *Server) readFrames(ctx context.Context, rt *RuntimeAPI) error {
 	}
 }
 
-// start finds and starts the runtime process.
-func (s *Server) start(addr net.Addr, out FrameSender) (*process, error) {
+// start finds and starts the runtime process, as the user g recorded if
+// amber-init is guarded.
+func (s *Server) start(addr net.Addr, g *guard, out FrameSender) (*process, error) {
 	taskRoot := envValue(s.env, "LAMBDA_TASK_ROOT")
 	if taskRoot == "" {
 		taskRoot = defaultTaskRoot
@@ -307,6 +333,9 @@ func (s *Server) start(addr net.Addr, out FrameSender) (*process, error) {
 		dir = taskRoot
 	}
 	spec := startSpec{argv: argv, env: childEnv(s.env, addr.String()), dir: dir, reapAll: s.reapAll}
+	if g != nil {
+		spec.cred = g.runtime
+	}
 	return startProcess(spec, out, s.log)
 }
 

@@ -32,6 +32,7 @@ type buildConfig struct {
 	entrypoint []string
 	env        []string
 	workingDir *string
+	user       string
 	refName    string
 	imageName  string
 	err        error
@@ -77,6 +78,12 @@ func WithEnv(kv ...string) Option {
 // an absolute path, /var/task).
 func WithWorkingDir(d string) Option {
 	return func(c *buildConfig) { c.workingDir = &d }
+}
+
+// WithUser sets the image's User ("1000", "1000:1000", "root"); by default
+// there is none and amber runs the function as its sandbox user.
+func WithUser(u string) Option {
+	return func(c *buildConfig) { c.user = u }
 }
 
 // WithRefName sets the org.opencontainers.image.ref.name annotation of the
@@ -149,6 +156,7 @@ func Build(dir string, w io.Writer, opts ...Option) (*Image, error) {
 	if ic.Entrypoint == nil {
 		ic.Entrypoint = []string{path.Join(taskRoot, "bootstrap")}
 	}
+	ic.User = cfg.user
 	if cfg.workingDir != nil {
 		ic.WorkingDir = *cfg.workingDir
 	}

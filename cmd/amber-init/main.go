@@ -4,7 +4,12 @@
 //
 // Usage:
 //
-//	amber-init [-listen 127.0.0.1:9001] [-debug] [--] [command [args...]]
+//	amber-init [-listen 127.0.0.1:9001] [-debug] [-guard] [--] [command [args...]]
+//
+// With -guard (what the agent runs) amber-init is started as the
+// function's user holding initd.GuardCapabilities; it becomes root,
+// non-dumpable, starts the runtime as that user without capabilities and
+// keeps CAP_KILL alone, so the function cannot trace, read or signal it.
 //
 // Without a command it runs the first executable of
 // $LAMBDA_TASK_ROOT/bootstrap, /var/runtime/bootstrap, /var/task/bootstrap.
@@ -30,6 +35,7 @@ func main() {
 	runtime.GOMAXPROCS(1)
 	listen := flag.String("listen", initd.DefaultListenAddr, "Runtime API listen address")
 	debug := flag.Bool("debug", false, "log debug messages to stderr")
+	guard := flag.Bool("guard", false, "run as root, out of the runtime's reach, and the runtime as the user amber-init was started as")
 	flag.Parse()
 
 	level := slog.LevelInfo
@@ -40,6 +46,9 @@ func main() {
 
 	opts := []initd.Option{initd.WithListenAddr(*listen), initd.WithLogger(log),
 		initd.WithStdio(pollable(0, "stdin"), pollable(1, "stdout"))}
+	if *guard {
+		opts = append(opts, initd.WithGuard())
+	}
 	if args := flag.Args(); len(args) > 0 {
 		opts = append(opts, initd.WithCommand(args...))
 	}
