@@ -13,17 +13,19 @@ import (
 	"strings"
 
 	"github.com/amberfn/amber/api"
+	"github.com/amberfn/amber/api/ociarchive"
 )
 
 // imageStore keeps OCI image archives as DIR/sha256/<hex>.tar, named by the
 // sha256 of the whole tar. Uploads stream to DIR/tmp and are renamed into
 // place once hashed and checked, so a reader never sees a partial archive.
 type imageStore struct {
-	dir      string
-	maxBytes int64
+	dir         string
+	maxBytes    int64 // the archive
+	maxUnpacked int64 // what its layers unpack to
 }
 
-func openImageStore(dir string, maxBytes int64) (*imageStore, error) {
+func openImageStore(dir string, maxBytes, maxUnpacked int64) (*imageStore, error) {
 	for _, d := range []string{filepath.Join(dir, "sha256"), filepath.Join(dir, "tmp")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err
@@ -35,7 +37,7 @@ func openImageStore(dir string, maxBytes int64) (*imageStore, error) {
 			_ = os.Remove(filepath.Join(dir, "tmp", e.Name()))
 		}
 	}
-	return &imageStore{dir: dir, maxBytes: maxBytes}, nil
+	return &imageStore{dir: dir, maxBytes: maxBytes, maxUnpacked: maxUnpacked}, nil
 }
 
 // path returns where the archive with digest lives; digest must be valid.
@@ -113,6 +115,9 @@ func (st *imageStore) put(r io.Reader) (digest string, size int64, err error) {
 	if err := checkOCIArchive(tmp); err != nil {
 		return "", 0, err
 	}
+	if err := st.inspect(tmp, size); err != nil {
+		return "", 0, err
+	}
 	if err := tmp.Sync(); err != nil {
 		return "", 0, err
 	}
@@ -125,6 +130,26 @@ func (st *imageStore) put(r io.Reader) (digest string, size int64, err error) {
 	}
 	tmp = nil
 	return digest, size, nil
+}
+
+// inspect verifies the archive in f as `amber deploy` does (every blob
+// its linux/amd64 image references present, with the size and digest its
+// descriptor gives; manifests and configs within
+// ociarchive.MaxManifestBytes) and counts what its layers unpack to,
+// stopping at the store's limit. Nothing is held in memory but the small
+// JSON documents.
+func (st *imageStore) inspect(f io.ReaderAt, size int64) error {
+	// A layer in a compression Inspect does not read (zstd) is not
+	// counted here: the agent counts it from containerd's content store
+	// before unpacking.
+	_, err := ociarchive.Inspect(f, size, ociarchive.WithMaxUnpackedBytes(st.maxUnpacked))
+	switch {
+	case errors.Is(err, ociarchive.ErrImageTooLarge):
+		return fmt.Errorf("image refused: %w: %w", err, api.ErrTooLarge)
+	case err != nil:
+		return api.Invalid("image", "%v", err)
+	}
+	return nil
 }
 
 // checkOCIArchive checks that r is a tar holding the OCI image layout's
