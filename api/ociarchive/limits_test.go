@@ -99,7 +99,7 @@ func TestUnpackBudget(t *testing.T) {
 			[]string{"layer sha256:l0", "limit of 4194304 bytes"}},
 		{"layers share the limit", [][]byte{rawTar(t, []int64{3 * mib}, 0), rawTar(t, []int64{2 * mib}, 0)}, 4 * mib,
 			ErrImageTooLarge, []string{"layer sha256:l1"}},
-		{"a header past the limit is refused before its data", [][]byte{lyingHeader(t, 3 << 30)}, 4 * mib,
+		{"a header past the limit is refused before its data", [][]byte{lyingHeader(t, 3<<30)}, 4 * mib,
 			ErrImageTooLarge, []string{"sha256:l0", "3221225472 bytes counted"}},
 		{"bytes after the end marker count", [][]byte{rawTar(t, []int64{1024}, 5*mib)}, 4 * mib,
 			ErrImageTooLarge, []string{"sha256:l0"}},
