@@ -187,15 +187,25 @@ func TestImageLayerEscapes(t *testing.T) {
 			}
 		}
 	}
+	// Not under /tmp: the instance mounts its own tmpfs there, and the
+	// folders a layer makes under it would change that mount's owner.
+	hostDir := func(t *testing.T) string {
+		d, err := os.MkdirTemp("/var/tmp", "amber-escape-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(d) })
+		return d
+	}
 	t.Run("registry", func(t *testing.T) {
-		target := t.TempDir()
+		target := hostDir(t)
 		reg := newTestRegistry(t)
 		reg.push(t, "escape", "v1", escapeImage(t, target))
 		mustDeployRef(t, c, "escape-reg", reg.Host+"/escape:v1")
 		check(t, "escape-reg", target)
 	})
 	t.Run("archive", func(t *testing.T) {
-		target := t.TempDir()
+		target := hostDir(t)
 		deploy(t, c, "escape-archive", archiveOf(t, escapeImage(t, target)))
 		check(t, "escape-archive", target)
 	})
