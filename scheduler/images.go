@@ -145,12 +145,19 @@ func (st *imageStore) inspect(f io.ReaderAt, size int64) error {
 	_, err := ociarchive.Inspect(f, size, ociarchive.WithMaxUnpackedBytes(st.maxUnpacked))
 	switch {
 	case errors.Is(err, ociarchive.ErrImageTooLarge):
-		return fmt.Errorf("image refused: %w: %w", err, api.ErrTooLarge)
+		return tooLarge{err}
 	case err != nil:
 		return api.Invalid("image", "%v", err)
 	}
 	return nil
 }
+
+// tooLarge is an ociarchive.ErrImageTooLarge refusal that is also an
+// api.ErrTooLarge (413), with the message of the first.
+type tooLarge struct{ err error }
+
+func (e tooLarge) Error() string   { return "image archive refused: " + e.err.Error() }
+func (e tooLarge) Unwrap() []error { return []error{e.err, api.ErrTooLarge} }
 
 // checkOCIArchive checks that r is a tar holding the OCI image layout's
 // index.json and oci-layout at its root.

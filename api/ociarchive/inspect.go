@@ -183,6 +183,9 @@ func (a *archive) image() (*Image, error) {
 	for i, l := range m.Layers {
 		before := a.budget.Used
 		counted, err := a.verifyLayer(l, c.RootFS.DiffIDs[i])
+		if errors.Is(err, ErrImageTooLarge) {
+			return nil, err // names the layer already
+		}
 		if err != nil {
 			return nil, fmt.Errorf("layer %d: %w", i, err)
 		}
