@@ -335,9 +335,10 @@ func TestImageLimits(t *testing.T) {
 
 	reg := newTestRegistry(t)
 	ref := reg.Host + "/fn"
+	var refused []string // registry images an agent refused
 	t.Run("registry image past the agent's limit", func(t *testing.T) {
 		bomb := zeroLayer(t, 12, 1<<20)
-		reg.push(t, "fn", "bomb", withLayers(t, base, bomb))
+		refused = append(refused, reg.push(t, "fn", "bomb", withLayers(t, base, bomb)))
 		refusedDeploy(t, c, "lim", ref+":bomb", fn.Version, layerDigest(t, bomb), fmt.Sprint(agentLimit))
 		serving(t)
 	})
@@ -345,7 +346,7 @@ func TestImageLimits(t *testing.T) {
 	t.Run("registry blob longer than its descriptor", func(t *testing.T) {
 		extra := layerOf(t, []tarFile{{name: "var/task/extra.txt", mode: 0o644, data: []byte("extra")}})
 		img := withLayers(t, base, extra)
-		reg.push(t, "fn", "long", img)
+		refused = append(refused, reg.push(t, "fn", "long", img))
 		d := layerDigest(t, extra)
 		reg.mu.Lock()
 		reg.override["/v2/fn/blobs/"+d] = func(w http.ResponseWriter, req *http.Request) {
@@ -411,5 +412,34 @@ func TestImageLimits(t *testing.T) {
 			t.Errorf("a refused %d-byte config cost %d bytes of allocations", hugeDocument, alloc)
 		}
 		serving(t)
+	})
+
+	t.Run("nothing refused is kept", func(t *testing.T) {
+		agents, err := c.Agents(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range agents {
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.URL+"/v1/images", nil)
+			req.Header.Set("Authorization", "Bearer "+cl.Token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var imgs []agent.ImageInfo
+			err = json.NewDecoder(resp.Body).Decode(&imgs)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, im := range imgs {
+				for _, r := range refused {
+					if strings.HasSuffix(im.Name, "@"+r) {
+						t.Errorf("agent %s keeps the refused image %s", a.Name, im.Name)
+					}
+				}
+				t.Logf("agent %s holds %s (%d bytes)", a.Name, im.Name, im.Size)
+			}
+		}
 	})
 }
