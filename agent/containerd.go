@@ -204,7 +204,7 @@ func (c *Containerd) importImage(ctx context.Context, dgst string) (containerd.I
 	// importer holds manifests and configs in memory whole.
 	f, info, err := c.spoolArchive(ctx, dgst)
 	if err != nil {
-		c.log.Warn("image refused", "image", dgst, "limit", c.maxUnpacked, "err", err.Error())
+		c.log.Warn("image not imported", "image", dgst, "limit", c.maxUnpacked, "err", err.Error())
 		return nil, err
 	}
 	defer func() {
