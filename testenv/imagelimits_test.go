@@ -16,11 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/compression"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/amberfn/amber/agent"
 	"github.com/amberfn/amber/api"
@@ -81,8 +83,9 @@ func archiveOf(t *testing.T, img v1.Image) string {
 }
 
 // zeroLayer is a layer of n files of size bytes of zeros, generated as it
-// is read: a gzip bomb of modest size.
-func zeroLayer(t *testing.T, n int, size int64) v1.Layer {
+// is read: a gzip bomb of modest size (or another compression's, with
+// tarball.WithCompression).
+func zeroLayer(t *testing.T, n int, size int64, opts ...tarball.LayerOption) v1.Layer {
 	t.Helper()
 	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		pr, pw := io.Pipe()
@@ -102,7 +105,7 @@ func zeroLayer(t *testing.T, n int, size int64) v1.Layer {
 			pw.CloseWithError(tw.Close())
 		}()
 		return pr, nil
-	})
+	}, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,6 +332,16 @@ func TestImageLimits(t *testing.T) {
 		bomb := zeroLayer(t, 12, 1<<20)
 		deployed := deploy(t, c, "lim-agent", archiveOf(t, withLayers(t, base, bomb)))
 		err := invokeFails(t, c, "lim-agent", deployed.Image, layerDigest(t, bomb), fmt.Sprint(agentLimit))
+		t.Logf("invoke: %v", err)
+		serving(t)
+	})
+
+	t.Run("zstd archive past the agent's limit", func(t *testing.T) {
+		// The scheduler does not read zstd, so it stores the archive; the
+		// agent counts the layer from containerd's content store.
+		bomb := zeroLayer(t, 12, 1<<20, tarball.WithCompression(compression.ZStd), tarball.WithMediaType(types.OCILayerZStd))
+		deployed := deploy(t, c, "lim-zstd", archiveOf(t, withLayers(t, base, bomb)))
+		err := invokeFails(t, c, "lim-zstd", deployed.Image, layerDigest(t, bomb), fmt.Sprint(agentLimit))
 		t.Logf("invoke: %v", err)
 		serving(t)
 	})
