@@ -225,8 +225,8 @@ func (c *Containerd) importImage(ctx context.Context, dgst string) (containerd.I
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", dgst, err)
 	}
-	// Inspect counted the gzip'd and plain layers; any other (zstd) is
-	// counted from the content store.
+	// Inspect counted the layers it could read; any other is counted
+	// from the content store.
 	budget := &ociarchive.UnpackBudget{Limit: c.maxUnpacked, Used: info.UnpackedSize}
 	counted := map[string]bool{}
 	for _, l := range info.Layers {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/amberfn/amber/api"
 	"github.com/amberfn/amber/api/ociarchive"
+	"github.com/amberfn/amber/remote"
 )
 
 // Image limits. Before containerd unpacks an image, the agent reads its
@@ -69,7 +70,8 @@ func (c *Containerd) spoolArchive(ctx context.Context, dgst string) (*os.File, *
 	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != dgst {
 		return fail(fmt.Errorf("image %s: archive digest is %s: %w", dgst, got, api.ErrInvalid))
 	}
-	img, err := ociarchive.Inspect(f, size, ociarchive.WithMaxUnpackedBytes(c.maxUnpacked))
+	img, err := ociarchive.Inspect(f, size, ociarchive.WithMaxUnpackedBytes(c.maxUnpacked),
+		ociarchive.WithDecompressor(remote.DecompressLayer))
 	if err != nil {
 		return fail(fmt.Errorf("image %s refused: %w", dgst, err))
 	}

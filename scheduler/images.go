@@ -14,6 +14,7 @@ import (
 
 	"github.com/amberfn/amber/api"
 	"github.com/amberfn/amber/api/ociarchive"
+	"github.com/amberfn/amber/remote"
 )
 
 // imageStore keeps OCI image archives as DIR/sha256/<hex>.tar, named by the
@@ -139,10 +140,8 @@ func (st *imageStore) put(r io.Reader) (digest string, size int64, err error) {
 // stopping at the store's limit. Nothing is held in memory but the small
 // JSON documents.
 func (st *imageStore) inspect(f io.ReaderAt, size int64) error {
-	// A layer in a compression Inspect does not read (zstd) is not
-	// counted here: the agent counts it from containerd's content store
-	// before unpacking.
-	_, err := ociarchive.Inspect(f, size, ociarchive.WithMaxUnpackedBytes(st.maxUnpacked))
+	_, err := ociarchive.Inspect(f, size, ociarchive.WithMaxUnpackedBytes(st.maxUnpacked),
+		ociarchive.WithDecompressor(remote.DecompressLayer))
 	switch {
 	case errors.Is(err, ociarchive.ErrImageTooLarge):
 		return tooLarge{err}

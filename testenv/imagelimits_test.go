@@ -336,12 +336,22 @@ func TestImageLimits(t *testing.T) {
 		serving(t)
 	})
 
-	t.Run("zstd archive past the agent's limit", func(t *testing.T) {
-		// The scheduler does not read zstd, so it stores the archive; the
-		// agent counts the layer from containerd's content store.
-		bomb := zeroLayer(t, 12, 1<<20, tarball.WithCompression(compression.ZStd), tarball.WithMediaType(types.OCILayerZStd))
-		deployed := deploy(t, c, "lim-zstd", archiveOf(t, withLayers(t, base, bomb)))
-		err := invokeFails(t, c, "lim-zstd", deployed.Image, layerDigest(t, bomb), fmt.Sprint(agentLimit))
+	t.Run("zstd archives", func(t *testing.T) {
+		zstd := []tarball.LayerOption{tarball.WithCompression(compression.ZStd), tarball.WithMediaType(types.OCILayerZStd)}
+		big := zeroLayer(t, 48, 1<<20, zstd...)
+		f, err := os.Open(archiveOf(t, withLayers(t, base, big)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		_, err = c.UploadImage(t.Context(), f)
+		var se *api.StatusError
+		if !errors.As(err, &se) || se.Status != http.StatusRequestEntityTooLarge || !strings.Contains(err.Error(), layerDigest(t, big)) {
+			t.Errorf("upload of a zstd layer unpacking to 48 MiB: %v, want 413 naming the layer", err)
+		}
+		small := zeroLayer(t, 12, 1<<20, zstd...)
+		deployed := deploy(t, c, "lim-zstd", archiveOf(t, withLayers(t, base, small)))
+		err = invokeFails(t, c, "lim-zstd", deployed.Image, layerDigest(t, small), fmt.Sprint(agentLimit))
 		t.Logf("invoke: %v", err)
 		serving(t)
 	})

@@ -38,6 +38,7 @@ func Inspect(r io.ReaderAt, size int64, opts ...InspectOption) (*Image, error) {
 		return nil, err
 	}
 	a.budget = UnpackBudget{Limit: o.maxUnpacked}
+	a.decompress = o.decompress
 	return a.image()
 }
 
@@ -46,6 +47,18 @@ type InspectOption func(*inspectOptions)
 
 type inspectOptions struct {
 	maxUnpacked int64
+	decompress  Decompressor
+}
+
+// Decompressor opens the uncompressed stream of a layer of mediaType read
+// from r, or reports ok false for a media type it does not handle.
+type Decompressor func(mediaType string, r io.Reader) (rc io.ReadCloser, ok bool, err error)
+
+// WithDecompressor lets Inspect read (verify and count) layers in
+// compressions the standard library lacks, zstd for one. Without it such
+// layers are checked by digest only and not counted (Layer.Unpacked -1).
+func WithDecompressor(d Decompressor) InspectOption {
+	return func(o *inspectOptions) { o.decompress = d }
 }
 
 // WithMaxUnpackedBytes bounds what the image's layers unpack to, all
@@ -74,9 +87,10 @@ func InspectFile(path string, opts ...InspectOption) (*Image, error) {
 type span struct{ off, size int64 }
 
 type archive struct {
-	r      io.ReaderAt
-	files  map[string]span
-	budget UnpackBudget
+	r          io.ReaderAt
+	files      map[string]span
+	budget     UnpackBudget
+	decompress Decompressor
 }
 
 // scan reads the tar's headers once and records where each regular file's
@@ -332,6 +346,22 @@ func (a *archive) verifyLayer(d descriptor, diffID string) (counted bool, err er
 	case MediaTypeLayer, "application/vnd.docker.image.rootfs.diff.tar":
 		layerErr = a.budget.Add(d.Digest, tee)
 		gotDiff = d.Digest
+		counted = true
+	default:
+		if a.decompress == nil {
+			break
+		}
+		rc, ok, err := a.decompress(d.MediaType, tee)
+		if !ok {
+			break
+		}
+		uncompressed := sha256.New()
+		if err == nil {
+			err = a.budget.Add(d.Digest, io.TeeReader(rc, uncompressed))
+			rc.Close()
+		}
+		layerErr = err
+		gotDiff = sumOf(uncompressed)
 		counted = true
 	}
 	if errors.Is(layerErr, ErrImageTooLarge) {
