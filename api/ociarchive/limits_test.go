@@ -351,3 +351,44 @@ func TestInspectHugeDocuments(t *testing.T) {
 		})
 	}
 }
+
+// TestInspectWithDecompressor: a layer in a compression the package does
+// not read is counted and its diff_id checked through the caller's
+// decompressor; without one it is left uncounted.
+func TestInspectWithDecompressor(t *testing.T) {
+	const mediaType = "application/vnd.test.layer.v1.tar+identity"
+	raw := rawTar(t, []int64{4 << 20}, 0)
+	var b layoutBuilder
+	layer := b.blob(mediaType, raw)
+	cfg := b.json(MediaTypeConfig, imageConfigFile{Architecture: "amd64", OS: "linux",
+		RootFS: rootFS{Type: "layers", DiffIDs: []string{digestOf(raw)}}})
+	m := b.json(MediaTypeManifest, manifest{SchemaVersion: 2, MediaType: MediaTypeManifest, Config: cfg, Layers: []descriptor{layer}})
+	archive := b.archive(t, index{SchemaVersion: 2, Manifests: []descriptor{m}}, "")
+	identity := func(mt string, r io.Reader) (io.ReadCloser, bool, error) {
+		if mt != mediaType {
+			return nil, false, nil
+		}
+		return io.NopCloser(r), true, nil
+	}
+	tests := []struct {
+		name     string
+		opts     []InspectOption
+		unpacked int64
+		wantErr  error
+	}{
+		{"no decompressor: not counted", []InspectOption{WithMaxUnpackedBytes(1 << 20)}, -1, nil},
+		{"counted", []InspectOption{WithDecompressor(identity)}, int64(len(raw)), nil},
+		{"counted past the limit", []InspectOption{WithDecompressor(identity), WithMaxUnpackedBytes(1 << 20)}, 0, ErrImageTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			img, err := Inspect(bytes.NewReader(archive), int64(len(archive)), tt.opts...)
+			if !errors.Is(err, tt.wantErr) || (err == nil) != (tt.wantErr == nil) {
+				t.Fatalf("Inspect = %v, want %v", err, tt.wantErr)
+			}
+			if err == nil && img.Layers[0].Unpacked != tt.unpacked {
+				t.Errorf("Unpacked = %d, want %d", img.Layers[0].Unpacked, tt.unpacked)
+			}
+		})
+	}
+}
