@@ -2,8 +2,6 @@ package agent
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +28,7 @@ import (
 
 	"github.com/amberfn/amber/agent/initd"
 	"github.com/amberfn/amber/api"
+	"github.com/amberfn/amber/api/ociarchive"
 )
 
 // Labels amber puts on every container so a restarted agent can find what
@@ -70,6 +69,8 @@ type Containerd struct {
 	stateDir string
 	images   ImageSource
 	log      *slog.Logger
+	// maxUnpacked bounds what one image's layers unpack to (imagelimits.go).
+	maxUnpacked int64
 
 	mu    sync.Mutex
 	pulls map[string]*imagePull
@@ -82,7 +83,7 @@ type imagePull struct {
 }
 
 // NewContainerd connects to the containerd socket at address.
-func NewContainerd(address, agentName, initBin, stateDir string, images ImageSource, log *slog.Logger) (*Containerd, error) {
+func NewContainerd(address, agentName, initBin, stateDir string, images ImageSource, log *slog.Logger, opts ...ContainerdOption) (*Containerd, error) {
 	fi, err := os.Stat(initBin)
 	if err != nil {
 		return nil, fmt.Errorf("amber-init binary: %w", err)
@@ -104,8 +105,18 @@ func NewContainerd(address, agentName, initBin, stateDir string, images ImageSou
 	if err != nil {
 		return nil, fmt.Errorf("connect to containerd at %s: %w", address, err)
 	}
-	return &Containerd{client: client, agent: agentName, initBin: initBin, stateDir: stateDir,
-		images: images, log: log, pulls: map[string]*imagePull{}}, nil
+	c := &Containerd{client: client, agent: agentName, initBin: initBin, stateDir: stateDir,
+		images: images, log: log, pulls: map[string]*imagePull{}, maxUnpacked: ociarchive.DefaultMaxUnpackedBytes}
+	for _, o := range opts {
+		o(c)
+	}
+	if c.maxUnpacked <= 0 {
+		client.Close()
+		return nil, fmt.Errorf("max unpacked image size %d: want > 0", c.maxUnpacked)
+	}
+	// Leftovers of archives spooled when the agent stopped.
+	_ = os.RemoveAll(c.spoolDir())
+	return c, nil
 }
 
 // copyExecutable copies src to dst with mode 0755 and returns dst.
@@ -185,26 +196,29 @@ func (c *Containerd) importImage(ctx context.Context, dgst string) (containerd.I
 		if ok, _ := img.IsUnpacked(ctx, snapshotter); ok {
 			return img, nil
 		}
-		return img, img.Unpack(ctx, snapshotter)
+		if err := c.unpack(ctx, dgst, img, nil, nil); err != nil {
+			return nil, err
+		}
+		return img, nil
 	}
 	start := time.Now()
-	rc, err := c.images.FetchImage(ctx, dgst)
+	// Fetched to a file and verified before containerd reads it: its
+	// importer holds manifests and configs in memory whole.
+	f, info, err := c.spoolArchive(ctx, dgst)
 	if err != nil {
-		return nil, fmt.Errorf("fetch image %s: %w", dgst, err)
+		c.log.Warn("image not imported", "image", dgst, "limit", c.maxUnpacked, "err", err.Error())
+		return nil, err
 	}
-	defer rc.Close()
-	h := sha256.New()
+	defer func() {
+		f.Close()
+		os.Remove(f.Name())
+	}()
 	ref := func(string) string { return name }
-	imgs, err := c.client.Import(ctx, io.TeeReader(rc, h),
+	imgs, err := c.client.Import(ctx, f,
 		containerd.WithImageRefTranslator(ref),
 		containerd.WithDigestRef(func(digest.Digest) string { return name }))
 	if err != nil {
 		return nil, fmt.Errorf("import image %s: %w", dgst, err)
-	}
-	_, _ = io.Copy(h, rc) // hash any trailing bytes the importer did not read
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != dgst {
-		_ = c.client.ImageService().Delete(ctx, name)
-		return nil, fmt.Errorf("image %s: archive digest is %s: %w", dgst, got, api.ErrInvalid)
 	}
 	if len(imgs) == 0 {
 		return nil, fmt.Errorf("image %s: archive holds no image for linux/amd64: %w", dgst, api.ErrInvalid)
@@ -213,10 +227,19 @@ func (c *Containerd) importImage(ctx context.Context, dgst string) (containerd.I
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", dgst, err)
 	}
-	if err := img.Unpack(ctx, snapshotter); err != nil {
-		return nil, fmt.Errorf("unpack image %s: %w", dgst, err)
+	// Inspect counted the layers it could read; any other is counted
+	// from the content store.
+	budget := &ociarchive.UnpackBudget{Limit: c.maxUnpacked, Used: info.UnpackedSize}
+	counted := map[string]bool{}
+	for _, l := range info.Layers {
+		if l.Unpacked >= 0 {
+			counted[l.Digest] = true
+		}
 	}
-	c.log.Info("image imported", "digest", dgst, "took", time.Since(start).Round(time.Millisecond))
+	if err := c.unpack(ctx, dgst, img, budget, counted); err != nil {
+		return nil, err
+	}
+	c.log.Info("image imported", "digest", dgst, "unpacked", info.UnpackedSize, "took", time.Since(start).Round(time.Millisecond))
 	return img, nil
 }
 

@@ -50,8 +50,8 @@ func (c *Containerd) pullImage(ctx context.Context, ref string) (containerd.Imag
 		if ok, _ := img.IsUnpacked(ctx, snapshotter); ok {
 			return img, nil
 		}
-		if err := img.Unpack(ctx, snapshotter); err != nil {
-			return nil, fmt.Errorf("unpack image %s: %w", name, err)
+		if err := c.unpack(ctx, name, img, nil, nil); err != nil {
+			return nil, err
 		}
 		return img, nil
 	}
@@ -78,8 +78,6 @@ func (c *Containerd) pullImage(ctx context.Context, ref string) (containerd.Imag
 	img, err := c.client.Pull(ctx, name,
 		containerd.WithResolver(resolver),
 		containerd.WithPlatformMatcher(platforms.OnlyStrict(remote.Platform)),
-		containerd.WithPullUnpack,
-		containerd.WithPullSnapshotter(snapshotter),
 		containerd.WithImageHandler(progress),
 		containerd.WithPullLabel(LabelPulledAt, time.Now().UTC().Format(time.RFC3339)),
 	)
@@ -89,6 +87,10 @@ func (c *Containerd) pullImage(ctx context.Context, ref string) (containerd.Imag
 		}
 		c.abortIngests(context.WithoutCancel(ctx), blobs)
 		return nil, fmt.Errorf("pull image %s: %w", name, err)
+	}
+	// Unpacked only once its layers are counted within the limit.
+	if err := c.unpack(ctx, name, img, nil, nil); err != nil {
+		return nil, err
 	}
 	c.log.Info("image pulled", "image", name, "size", info.Size, "took", time.Since(start).Round(time.Millisecond))
 	// The store just grew: keep it under its budget.

@@ -29,6 +29,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/amberfn/amber/api"
+	"github.com/amberfn/amber/api/ociarchive"
 )
 
 // Platform is the one platform amber runs.
@@ -152,23 +153,25 @@ func HTTPClient() *http.Client {
 }
 
 // NewResolver is containerd's docker resolver with creds, plain HTTP for
-// loopback registries, and hc (HTTPClient() when nil).
+// loopback registries, and hc (HTTPClient() when nil). Its fetchers fail a
+// blob the registry sends more of than its descriptor says
+// (ErrBlobTooLong), at that point.
 func NewResolver(creds Credentials, hc *http.Client) remotes.Resolver {
 	if hc == nil {
 		hc = HTTPClient()
 	}
 	auth := docker.NewDockerAuthorizer(docker.WithAuthClient(hc), docker.WithAuthCreds(creds.lookup))
-	return docker.NewResolver(docker.ResolverOptions{
+	return boundedResolver{docker.NewResolver(docker.ResolverOptions{
 		Hosts: docker.ConfigureDefaultRegistries(
 			docker.WithAuthorizer(auth),
 			docker.WithClient(hc),
 			docker.WithPlainHTTP(docker.MatchLocalhost),
 		),
-	})
+	})}
 }
 
 // maxManifest bounds a manifest, an index or an image config read here.
-const maxManifest = 4 << 20
+const maxManifest = ociarchive.MaxManifestBytes
 
 // Inspect resolves ref (a registry reference, by tag or digest) and
 // checks that it holds a linux/amd64 image: directly, or as an entry of
@@ -283,7 +286,8 @@ func listOrNone(s []string) string {
 // digest.
 func fetchBlob(ctx context.Context, f remotes.Fetcher, desc ocispec.Descriptor) ([]byte, error) {
 	if desc.Size > maxManifest {
-		return nil, fmt.Errorf("%s is %d bytes, over the %d-byte limit", desc.Digest, desc.Size, maxManifest)
+		return nil, fmt.Errorf("%s (%s) is %d bytes, over the %d-byte limit for a manifest, index or config: %w",
+			desc.Digest, desc.MediaType, desc.Size, maxManifest, ociarchive.ErrImageTooLarge)
 	}
 	rc, err := f.Fetch(ctx, desc)
 	if err != nil {

@@ -1,7 +1,6 @@
 package scheduler
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -9,7 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -47,20 +45,8 @@ func newFuzzScheduler(f *testing.F) (*Scheduler, string) {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { s.Close() })
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range [][2]string{
-		{"oci-layout", `{"imageLayoutVersion":"1.0.0"}`},
-		{"index.json", `{"schemaVersion":2,"manifests":[]}`},
-		{"blobs/sha256/00", "fuzz"},
-	} {
-		if err := tw.WriteHeader(&tar.Header{Name: e[0], Mode: 0o644, Size: int64(len(e[1])), Typeflag: tar.TypeReg}); err != nil {
-			f.Fatal(err)
-		}
-		io.WriteString(tw, e[1])
-	}
-	tw.Close()
-	digest, _, err := s.images.put(&buf)
+	buf := bytes.NewReader(ociTar(f, "fuzz"))
+	digest, _, err := s.images.put(buf)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/amberfn/amber/api"
+	"github.com/amberfn/amber/api/ociarchive"
 )
 
 // fakeClock is a settable clock for membership tests.
@@ -142,14 +145,19 @@ func decode[T any](t *testing.T, resp *http.Response, wantStatus int) T {
 	return v
 }
 
-// ociTar builds a minimal OCI image archive; tag makes its digest unique.
-func ociTar(t *testing.T, tag string) []byte {
-	t.Helper()
-	return tarOf(t, map[string]string{
-		"oci-layout":      `{"imageLayoutVersion":"1.0.0"}`,
-		"index.json":      `{"schemaVersion":2,"manifests":[],"annotations":{"tag":"` + tag + `"}}`,
-		"blobs/sha256/00": tag,
-	})
+// ociTar builds a small OCI image archive (ociarchive.Build of a
+// bootstrap script); tag makes its digest unique.
+func ociTar(tb testing.TB, tag string) []byte {
+	tb.Helper()
+	dir := tb.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "bootstrap"), []byte("#!/bin/sh\n# "+tag+"\n"), 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := ociarchive.Build(dir, &buf); err != nil {
+		tb.Fatal(err)
+	}
+	return buf.Bytes()
 }
 
 func tarOf(t *testing.T, files map[string]string) []byte {

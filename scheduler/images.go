@@ -13,17 +13,20 @@ import (
 	"strings"
 
 	"github.com/amberfn/amber/api"
+	"github.com/amberfn/amber/api/ociarchive"
+	"github.com/amberfn/amber/remote"
 )
 
 // imageStore keeps OCI image archives as DIR/sha256/<hex>.tar, named by the
 // sha256 of the whole tar. Uploads stream to DIR/tmp and are renamed into
 // place once hashed and checked, so a reader never sees a partial archive.
 type imageStore struct {
-	dir      string
-	maxBytes int64
+	dir         string
+	maxBytes    int64 // the archive
+	maxUnpacked int64 // what its layers unpack to
 }
 
-func openImageStore(dir string, maxBytes int64) (*imageStore, error) {
+func openImageStore(dir string, maxBytes, maxUnpacked int64) (*imageStore, error) {
 	for _, d := range []string{filepath.Join(dir, "sha256"), filepath.Join(dir, "tmp")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err
@@ -35,7 +38,7 @@ func openImageStore(dir string, maxBytes int64) (*imageStore, error) {
 			_ = os.Remove(filepath.Join(dir, "tmp", e.Name()))
 		}
 	}
-	return &imageStore{dir: dir, maxBytes: maxBytes}, nil
+	return &imageStore{dir: dir, maxBytes: maxBytes, maxUnpacked: maxUnpacked}, nil
 }
 
 // path returns where the archive with digest lives; digest must be valid.
@@ -113,6 +116,9 @@ func (st *imageStore) put(r io.Reader) (digest string, size int64, err error) {
 	if err := checkOCIArchive(tmp); err != nil {
 		return "", 0, err
 	}
+	if err := st.inspect(tmp, size); err != nil {
+		return "", 0, err
+	}
 	if err := tmp.Sync(); err != nil {
 		return "", 0, err
 	}
@@ -126,6 +132,31 @@ func (st *imageStore) put(r io.Reader) (digest string, size int64, err error) {
 	tmp = nil
 	return digest, size, nil
 }
+
+// inspect verifies the archive in f as `amber deploy` does (every blob
+// its linux/amd64 image references present, with the size and digest its
+// descriptor gives; manifests and configs within
+// ociarchive.MaxManifestBytes) and counts what its layers unpack to,
+// stopping at the store's limit. Nothing is held in memory but the small
+// JSON documents.
+func (st *imageStore) inspect(f io.ReaderAt, size int64) error {
+	_, err := ociarchive.Inspect(f, size, ociarchive.WithMaxUnpackedBytes(st.maxUnpacked),
+		ociarchive.WithDecompressor(remote.DecompressLayer))
+	switch {
+	case errors.Is(err, ociarchive.ErrImageTooLarge):
+		return tooLarge{err}
+	case err != nil:
+		return api.Invalid("image", "%v", err)
+	}
+	return nil
+}
+
+// tooLarge is an ociarchive.ErrImageTooLarge refusal that is also an
+// api.ErrTooLarge (413), with the message of the first.
+type tooLarge struct{ err error }
+
+func (e tooLarge) Error() string   { return "image archive refused: " + e.err.Error() }
+func (e tooLarge) Unwrap() []error { return []error{e.err, api.ErrTooLarge} }
 
 // checkOCIArchive checks that r is a tar holding the OCI image layout's
 // index.json and oci-layout at its root.

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/amberfn/amber/api"
+	"github.com/amberfn/amber/api/ociarchive"
 )
 
 // Defaults.
@@ -57,6 +58,7 @@ type Scheduler struct {
 	goneAfter     time.Duration
 	forgetAfter   time.Duration
 	maxImageBytes int64
+	maxUnpacked   int64 // see WithMaxUnpackedBytes
 	newRequestID  func() string
 
 	reg    *registry
@@ -146,6 +148,12 @@ const DefaultStartGrace = 3 * time.Second
 // WithMaxImageBytes caps the size of an uploaded image archive (default 1 GiB).
 func WithMaxImageBytes(n int64) Option { return func(s *Scheduler) { s.maxImageBytes = n } }
 
+// WithMaxUnpackedBytes bounds what an uploaded image's layers unpack to,
+// all together (default ociarchive.DefaultMaxUnpackedBytes, 4 GiB). An
+// upload past it is refused while its layers are counted, naming the layer
+// and the limit. Agents have their own bound (agent.WithMaxUnpackedBytes).
+func WithMaxUnpackedBytes(n int64) Option { return func(s *Scheduler) { s.maxUnpacked = n } }
+
 // WithForgetAfter sets how long a gone agent stays listed as gone before it
 // is dropped (default 10 minutes).
 func WithForgetAfter(d time.Duration) Option { return func(s *Scheduler) { s.forgetAfter = d } }
@@ -161,6 +169,7 @@ func New(opts ...Option) (*Scheduler, error) {
 		startGrace:    DefaultStartGrace,
 		started:       time.Now(),
 		maxImageBytes: DefaultMaxImageBytes,
+		maxUnpacked:   ociarchive.DefaultMaxUnpackedBytes,
 		newRequestID:  newRequestID,
 		agents:        map[string]*agentEntry{},
 		stats:         map[string]*fnStats{},
@@ -181,6 +190,9 @@ func New(opts ...Option) (*Scheduler, error) {
 	if s.maxImageBytes <= 0 {
 		return nil, fmt.Errorf("scheduler: max image size %d: want > 0", s.maxImageBytes)
 	}
+	if s.maxUnpacked <= 0 {
+		return nil, fmt.Errorf("scheduler: max unpacked image size %d: want > 0", s.maxUnpacked)
+	}
 	if s.hc == nil {
 		s.hc = &http.Client{Transport: api.NewTransport()}
 	}
@@ -194,7 +206,7 @@ func New(opts ...Option) (*Scheduler, error) {
 		}
 		s.accessKey = k
 	}
-	imgs, err := openImageStore(filepath.Join(s.dataDir, "images"), s.maxImageBytes)
+	imgs, err := openImageStore(filepath.Join(s.dataDir, "images"), s.maxImageBytes, s.maxUnpacked)
 	if err != nil {
 		return nil, fmt.Errorf("scheduler: image store: %w", err)
 	}

@@ -572,7 +572,7 @@ type bodyRoute struct {
 // 413 with a message that says so, the request refused before anything is
 // stored; and an image upload without Content-Length is cut off at the cap.
 func TestSchedulerRefusesOversizeBodies(t *testing.T) {
-	const maxImage = 4 << 10
+	const maxImage = 16 << 10
 	ts := newTestScheduler(t, WithToken("api"), WithJoinToken("join"), WithMaxImageBytes(maxImage))
 	fn := ts.deploy(t, "hello", 128)
 	decode[Route](t, ts.doJSON(t, "PUT", "/v1/functions/hello/route", RouteSpec{Path: "/big"}), 200)

@@ -26,6 +26,10 @@ type ClusterConfig struct {
 	Token      string       // API token; made and kept in Dir/token when empty
 	CapacityMB int          // per agent (default 4096)
 	Log        *slog.Logger // default slog.Default()
+	// Extra options for the scheduler and for every agent's containerd
+	// launcher (image limits, for one).
+	SchedulerOptions  []scheduler.Option
+	ContainerdOptions []agent.ContainerdOption
 }
 
 // Cluster is a local amber cluster: a private containerd, a scheduler and
@@ -79,11 +83,11 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 	if c.Containerd, err = StartContainerd(ctx, filepath.Join(cfg.Dir, "containerd")); err != nil {
 		return nil, err
 	}
-	c.Scheduler, err = scheduler.New(
+	c.Scheduler, err = scheduler.New(append([]scheduler.Option{
 		scheduler.WithDataDir(filepath.Join(cfg.Dir, "scheduler")),
 		scheduler.WithToken(c.Token),
 		scheduler.WithLogger(cfg.Log.With("component", "scheduler")),
-	)
+	}, cfg.SchedulerOptions...)...)
 	if err != nil {
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
@@ -100,7 +104,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 		name := fmt.Sprintf("agent-%d", i)
 		log := cfg.Log.With("component", "agent")
 		ctr, err := agent.NewContainerd(c.Containerd.Address, name, cfg.InitBin,
-			filepath.Join(cfg.Dir, "agents", name), client, log)
+			filepath.Join(cfg.Dir, "agents", name), client, log, cfg.ContainerdOptions...)
 		if err != nil {
 			return nil, err
 		}

@@ -54,11 +54,14 @@ type testRegistry struct {
 	dieOn   string            // blob digest: serve half, then the registry is gone
 	gone    bool              // every connection is closed at once
 	tokens  map[string]string // issued tokens → user
+	// override answers requests for these URL paths instead of the
+	// registry (a blob served longer than it is, a huge manifest).
+	override map[string]http.HandlerFunc
 }
 
 func newTestRegistry(t testing.TB) *testRegistry {
 	t.Helper()
-	r := &testRegistry{corrupt: map[string]bool{}, tokens: map[string]string{}}
+	r := &testRegistry{corrupt: map[string]bool{}, tokens: map[string]string{}, override: map[string]http.HandlerFunc{}}
 	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { r.serve(inner, w, req) }))
 	t.Cleanup(func() {
@@ -116,8 +119,11 @@ func (r *testRegistry) serve(inner http.Handler, w http.ResponseWriter, req *htt
 	}
 	r.mu.Lock()
 	corrupt := blob != "" && r.corrupt[blob]
+	override := r.override[req.URL.Path]
 	r.mu.Unlock()
 	switch {
+	case override != nil:
+		override(w, req)
 	case blob != "" && blob == dieOn:
 		rec := httptest.NewRecorder()
 		inner.ServeHTTP(rec, req)

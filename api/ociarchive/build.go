@@ -142,7 +142,7 @@ func Build(dir string, w io.Writer, opts ...Option) (*Image, error) {
 		layer.Close()
 		os.Remove(layer.Name())
 	}()
-	diffID, layerDesc, err := writeLayer(layer, entries)
+	diffID, layerDesc, unpacked, err := writeLayer(layer, entries)
 	if err != nil {
 		return nil, err
 	}
@@ -256,6 +256,9 @@ func Build(dir string, w io.Writer, opts ...Option) (*Image, error) {
 		Architecture:   wantArch,
 		RefName:        cfg.refName,
 		Size:           manifestDesc.Size + configDesc.Size + layerDesc.Size,
+		UnpackedSize:   unpacked,
+		Layers: []Layer{{Digest: layerDesc.Digest, MediaType: layerDesc.MediaType,
+			Size: layerDesc.Size, Unpacked: unpacked}},
 	}, nil
 }
 
@@ -355,13 +358,15 @@ func tarMode(m fs.FileMode) int64 {
 }
 
 // writeLayer writes entries as a gzip'd tar to f and returns the diff ID
-// (sha256 of the uncompressed tar) and the layer's descriptor.
-func writeLayer(f io.Writer, entries []entry) (string, descriptor, error) {
+// (sha256 of the uncompressed tar), the layer's descriptor and the
+// uncompressed tar's length.
+func writeLayer(f io.Writer, entries []entry) (string, descriptor, int64, error) {
 	compressed := sha256.New()
 	cw := &countWriter{w: io.MultiWriter(f, compressed)}
 	gz := gzip.NewWriter(cw) // no name, no mtime: deterministic header
 	uncompressed := sha256.New()
-	tw := tar.NewWriter(io.MultiWriter(gz, uncompressed))
+	raw := &countWriter{w: uncompressed}
+	tw := tar.NewWriter(io.MultiWriter(gz, raw))
 	for _, e := range entries {
 		hdr := &tar.Header{
 			Typeflag: e.typ,
@@ -375,28 +380,28 @@ func writeLayer(f io.Writer, entries []entry) (string, descriptor, error) {
 			hdr.Name += "/"
 		}
 		if err := tw.WriteHeader(hdr); err != nil {
-			return "", descriptor{}, fmt.Errorf("ociarchive: layer: %s: %w", e.name, err)
+			return "", descriptor{}, 0, fmt.Errorf("ociarchive: layer: %s: %w", e.name, err)
 		}
 		if e.typ == tar.TypeReg {
 			if err := copyFile(tw, e.src, e.size); err != nil {
-				return "", descriptor{}, fmt.Errorf("ociarchive: layer: %w", err)
+				return "", descriptor{}, 0, fmt.Errorf("ociarchive: layer: %w", err)
 			}
 		}
 	}
 	if err := tw.Close(); err != nil {
-		return "", descriptor{}, fmt.Errorf("ociarchive: layer: %w", err)
+		return "", descriptor{}, 0, fmt.Errorf("ociarchive: layer: %w", err)
 	}
 	if err := gz.Close(); err != nil {
-		return "", descriptor{}, fmt.Errorf("ociarchive: layer: %w", err)
+		return "", descriptor{}, 0, fmt.Errorf("ociarchive: layer: %w", err)
 	}
 	if cw.err != nil {
-		return "", descriptor{}, fmt.Errorf("ociarchive: layer: %w", cw.err)
+		return "", descriptor{}, 0, fmt.Errorf("ociarchive: layer: %w", cw.err)
 	}
 	return sumOf(uncompressed), descriptor{
 		MediaType: MediaTypeLayerGzip,
 		Digest:    sumOf(compressed),
 		Size:      cw.n,
-	}, nil
+	}, raw.n, nil
 }
 
 func copyFile(w io.Writer, src string, size int64) error {

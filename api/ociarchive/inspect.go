@@ -24,19 +24,53 @@ import (
 // layer in memory.
 //
 // Errors wrap ErrNotArchive (not a tar, or no index.json), ErrCorrupt
-// (truncated, missing blob, digest or size mismatch, malformed JSON) or
+// (truncated, missing blob, digest or size mismatch, malformed JSON),
 // ErrUnsupported (no linux/amd64 image, unknown media type or digest
-// algorithm).
-func Inspect(r io.ReaderAt, size int64) (*Image, error) {
+// algorithm) or ErrImageTooLarge (a JSON document over MaxManifestBytes, or
+// layers that unpack past WithMaxUnpackedBytes).
+func Inspect(r io.ReaderAt, size int64, opts ...InspectOption) (*Image, error) {
+	var o inspectOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	a, err := scan(r, size)
 	if err != nil {
 		return nil, err
 	}
+	a.budget = UnpackBudget{Limit: o.maxUnpacked}
+	a.decompress = o.decompress
 	return a.image()
 }
 
+// InspectOption configures Inspect.
+type InspectOption func(*inspectOptions)
+
+type inspectOptions struct {
+	maxUnpacked int64
+	decompress  Decompressor
+}
+
+// Decompressor opens the uncompressed stream of a layer of mediaType read
+// from r, or reports ok false for a media type it does not handle.
+type Decompressor func(mediaType string, r io.Reader) (rc io.ReadCloser, ok bool, err error)
+
+// WithDecompressor lets Inspect read (verify and count) layers in
+// compressions the standard library lacks, zstd for one. Without it such
+// layers are checked by digest only and not counted (Layer.Unpacked -1).
+func WithDecompressor(d Decompressor) InspectOption {
+	return func(o *inspectOptions) { o.decompress = d }
+}
+
+// WithMaxUnpackedBytes bounds what the image's layers unpack to, all
+// together: Inspect stops reading a layer that passes n bytes and returns
+// an error naming it and the limit (wrapping ErrImageTooLarge). n <= 0 (the
+// default) sets no bound.
+func WithMaxUnpackedBytes(n int64) InspectOption {
+	return func(o *inspectOptions) { o.maxUnpacked = n }
+}
+
 // InspectFile is Inspect on the archive at path.
-func InspectFile(path string) (*Image, error) {
+func InspectFile(path string, opts ...InspectOption) (*Image, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("ociarchive: %w", err)
@@ -46,15 +80,17 @@ func InspectFile(path string) (*Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ociarchive: %w", err)
 	}
-	return Inspect(f, st.Size())
+	return Inspect(f, st.Size(), opts...)
 }
 
 // span is where a regular file's content lies in the archive.
 type span struct{ off, size int64 }
 
 type archive struct {
-	r     io.ReaderAt
-	files map[string]span
+	r          io.ReaderAt
+	files      map[string]span
+	budget     UnpackBudget
+	decompress Decompressor
 }
 
 // scan reads the tar's headers once and records where each regular file's
@@ -159,11 +195,22 @@ func (a *archive) image() (*Image, error) {
 		Size:           md.Size + m.Config.Size,
 	}
 	for i, l := range m.Layers {
-		if err := a.verifyLayer(l, c.RootFS.DiffIDs[i]); err != nil {
+		before := a.budget.Used
+		counted, err := a.verifyLayer(l, c.RootFS.DiffIDs[i])
+		if errors.Is(err, ErrImageTooLarge) {
+			return nil, err // names the layer already
+		}
+		if err != nil {
 			return nil, fmt.Errorf("layer %d: %w", i, err)
 		}
 		img.Size += l.Size
+		layer := Layer{Digest: l.Digest, MediaType: l.MediaType, Size: l.Size, Unpacked: -1}
+		if counted {
+			layer.Unpacked = a.budget.Used - before
+		}
+		img.Layers = append(img.Layers, layer)
 	}
+	img.UnpackedSize = a.budget.Used
 	return img, nil
 }
 
@@ -208,8 +255,9 @@ func (a *archive) blobJSON(d descriptor, v any) error {
 	if err != nil {
 		return err
 	}
-	if s.size > maxJSONSize {
-		return fmt.Errorf("ociarchive: blob %s: %d bytes is too large for a %s: %w", d.Digest, s.size, d.MediaType, ErrCorrupt)
+	if s.size > MaxManifestBytes {
+		return fmt.Errorf("ociarchive: blob %s (%s) is %d bytes, over the %d-byte limit for a manifest, index or config: %w",
+			d.Digest, d.MediaType, s.size, MaxManifestBytes, ErrImageTooLarge)
 	}
 	b, err := a.read(blobPath(d.Digest), s)
 	if err != nil {
@@ -225,8 +273,8 @@ func (a *archive) blobJSON(d descriptor, v any) error {
 }
 
 func (a *archive) readJSON(name string, s span, v any) error {
-	if s.size > maxJSONSize {
-		return fmt.Errorf("ociarchive: %s: %d bytes is too large: %w", name, s.size, ErrCorrupt)
+	if s.size > MaxManifestBytes {
+		return fmt.Errorf("ociarchive: %s is %d bytes, over the %d-byte limit: %w", name, s.size, MaxManifestBytes, ErrImageTooLarge)
 	}
 	b, err := a.read(name, s)
 	if err != nil {
@@ -269,46 +317,70 @@ func (a *archive) locate(d descriptor) (span, error) {
 }
 
 // verifyLayer checks a layer blob's digest and, for tar and gzip'd tar
-// layers, its uncompressed digest against diffID, in one pass.
-func (a *archive) verifyLayer(d descriptor, diffID string) error {
+// layers, its uncompressed digest against diffID, in one pass that also
+// counts what the layer unpacks to against a.budget. It reports whether the
+// layer was counted (its media type is one it can decompress).
+func (a *archive) verifyLayer(d descriptor, diffID string) (counted bool, err error) {
 	s, err := a.locate(d)
 	if err != nil {
 		if strings.Contains(d.MediaType, "nondistributable") || strings.Contains(d.MediaType, "foreign") {
-			return nil // may legitimately be left out of an archive
+			return false, nil // may legitimately be left out of an archive
 		}
-		return err
+		return false, err
 	}
 	blob := io.NewSectionReader(a.r, s.off, s.size)
 	compressed := sha256.New()
 	tee := io.TeeReader(blob, compressed)
 	var gotDiff string
-	var gzErr error
+	var layerErr error
 	switch d.MediaType {
 	case MediaTypeLayerGzip, dockerLayerGzip, "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip":
 		uncompressed := sha256.New()
 		zr, err := gzip.NewReader(tee)
 		if err == nil {
-			_, err = io.Copy(uncompressed, zr)
+			err = a.budget.Add(d.Digest, io.TeeReader(zr, uncompressed))
 		}
-		gzErr = err
+		layerErr = err
 		gotDiff = sumOf(uncompressed)
+		counted = true
+	case MediaTypeLayer, "application/vnd.docker.image.rootfs.diff.tar":
+		layerErr = a.budget.Add(d.Digest, tee)
+		gotDiff = d.Digest
+		counted = true
+	default:
+		if a.decompress == nil {
+			break
+		}
+		rc, ok, err := a.decompress(d.MediaType, tee)
+		if !ok {
+			break
+		}
+		uncompressed := sha256.New()
+		if err == nil {
+			err = a.budget.Add(d.Digest, io.TeeReader(rc, uncompressed))
+			rc.Close()
+		}
+		layerErr = err
+		gotDiff = sumOf(uncompressed)
+		counted = true
+	}
+	if errors.Is(layerErr, ErrImageTooLarge) {
+		// Refused before the rest is read: the digest does not matter.
+		return counted, layerErr
 	}
 	// Hash what the decompressor left unread (or the whole blob).
 	if _, err := io.Copy(io.Discard, tee); err != nil {
-		return fmt.Errorf("ociarchive: blob %s: %v: %w", d.Digest, err, ErrCorrupt)
+		return counted, fmt.Errorf("ociarchive: blob %s: %v: %w", d.Digest, err, ErrCorrupt)
 	}
-	// A wrong digest explains a broken gzip stream, so it is reported first.
+	// A wrong digest explains a broken stream, so it is reported first.
 	if got := sumOf(compressed); got != d.Digest {
-		return fmt.Errorf("ociarchive: blob %s: content hashes to %s: %w", d.Digest, got, ErrCorrupt)
+		return counted, fmt.Errorf("ociarchive: blob %s: content hashes to %s: %w", d.Digest, got, ErrCorrupt)
 	}
-	if gzErr != nil {
-		return fmt.Errorf("ociarchive: blob %s: %v: %w", d.Digest, gzErr, ErrCorrupt)
-	}
-	if d.MediaType == MediaTypeLayer || d.MediaType == "application/vnd.docker.image.rootfs.diff.tar" {
-		gotDiff = d.Digest
+	if layerErr != nil {
+		return counted, fmt.Errorf("ociarchive: blob %s: %v: %w", d.Digest, layerErr, ErrCorrupt)
 	}
 	if gotDiff != "" && gotDiff != diffID {
-		return fmt.Errorf("ociarchive: blob %s: uncompressed content hashes to %s, config diff_id is %s: %w", d.Digest, gotDiff, diffID, ErrCorrupt)
+		return counted, fmt.Errorf("ociarchive: blob %s: uncompressed content hashes to %s, config diff_id is %s: %w", d.Digest, gotDiff, diffID, ErrCorrupt)
 	}
-	return nil
+	return counted, nil
 }

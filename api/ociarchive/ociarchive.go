@@ -38,23 +38,22 @@ var (
 
 // Media types and annotations written by Build.
 const (
-	MediaTypeLayout           = "application/vnd.oci.layout.header.v1+json"
-	MediaTypeIndex            = "application/vnd.oci.image.index.v1+json"
-	MediaTypeManifest         = "application/vnd.oci.image.manifest.v1+json"
-	MediaTypeConfig           = "application/vnd.oci.image.config.v1+json"
-	MediaTypeLayerGzip        = "application/vnd.oci.image.layer.v1.tar+gzip"
-	MediaTypeLayer            = "application/vnd.oci.image.layer.v1.tar"
-	AnnotationRefName         = "org.opencontainers.image.ref.name"
-	AnnotationImageName       = "io.containerd.image.name"
-	imageLayoutVersion        = "1.0.0"
-	dockerManifest            = "application/vnd.docker.distribution.manifest.v2+json"
-	dockerManifestList        = "application/vnd.docker.distribution.manifest.list.v2+json"
-	dockerLayerGzip           = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-	defaultPrefix             = "var/task"
-	defaultRefName            = "latest"
-	defaultPath               = "/usr/local/bin:/usr/bin:/bin:/opt/bin"
-	wantOS, wantArch          = "linux", "amd64"
-	maxJSONSize         int64 = 4 << 20 // index, manifest and config documents
+	MediaTypeLayout     = "application/vnd.oci.layout.header.v1+json"
+	MediaTypeIndex      = "application/vnd.oci.image.index.v1+json"
+	MediaTypeManifest   = "application/vnd.oci.image.manifest.v1+json"
+	MediaTypeConfig     = "application/vnd.oci.image.config.v1+json"
+	MediaTypeLayerGzip  = "application/vnd.oci.image.layer.v1.tar+gzip"
+	MediaTypeLayer      = "application/vnd.oci.image.layer.v1.tar"
+	AnnotationRefName   = "org.opencontainers.image.ref.name"
+	AnnotationImageName = "io.containerd.image.name"
+	imageLayoutVersion  = "1.0.0"
+	dockerManifest      = "application/vnd.docker.distribution.manifest.v2+json"
+	dockerManifestList  = "application/vnd.docker.distribution.manifest.list.v2+json"
+	dockerLayerGzip     = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+	defaultPrefix       = "var/task"
+	defaultRefName      = "latest"
+	defaultPath         = "/usr/local/bin:/usr/bin:/bin:/opt/bin"
+	wantOS, wantArch    = "linux", "amd64"
 )
 
 // Image describes one image in an archive.
@@ -72,6 +71,21 @@ type Image struct {
 	// Size is the total size in bytes of the image's blobs: manifest,
 	// config and (compressed) layers.
 	Size int64
+	// UnpackedSize is what the counted layers unpack to, in bytes (see
+	// UnpackBudget).
+	UnpackedSize int64
+	// Layers are the image's layers, in order.
+	Layers []Layer
+}
+
+// Layer is one layer of an image.
+type Layer struct {
+	Digest    string
+	MediaType string
+	Size      int64 // compressed, as the descriptor says
+	// Unpacked is what the layer unpacks to, or -1 when Inspect cannot
+	// decompress its media type (zstd, for one) and did not count it.
+	Unpacked int64
 }
 
 // ImageConfig holds the parts of an OCI image config amber uses.

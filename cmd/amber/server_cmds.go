@@ -16,6 +16,7 @@ import (
 
 	"github.com/amberfn/amber/agent"
 	"github.com/amberfn/amber/api"
+	"github.com/amberfn/amber/api/ociarchive"
 	"github.com/amberfn/amber/ops"
 	"github.com/amberfn/amber/scheduler"
 	"github.com/amberfn/amber/testenv"
@@ -49,6 +50,7 @@ func cmdScheduler(ctx context.Context, args []string, stderr io.Writer) error {
 	data := fs.String("data", "/var/lib/amber/scheduler", "data folder (registry, images)")
 	token := fs.String("token", "", "API token (default: $AMBER_TOKEN, else made in the data folder)")
 	join := fs.String("join-token", "", "token agents join with (default: made in the data folder)")
+	unpackedMB := fs.Int64("image-unpacked-mb", ociarchive.DefaultMaxUnpackedBytes>>20, "refuse an uploaded image whose layers unpack to more than this, MB")
 	tlsf := addTLSFlags(fs, "agents")
 	config := fs.String("config", "", "configuration file (default $AMBER_CONFIG, else /etc/amber/amber.json if present)")
 	hc, err := parseServerFlags(fs, args, "scheduler", config, tlsf)
@@ -71,7 +73,8 @@ func cmdScheduler(ctx context.Context, args []string, stderr io.Writer) error {
 		*token = tok
 		log.Info("API token in the data folder", "file", filepath.Join(*data, scheduler.TokenFile))
 	}
-	s, err := scheduler.New(scheduler.WithDataDir(*data), scheduler.WithToken(*token), scheduler.WithJoinToken(*join), scheduler.WithHTTPClient(hc), scheduler.WithLogger(log))
+	s, err := scheduler.New(scheduler.WithDataDir(*data), scheduler.WithToken(*token), scheduler.WithJoinToken(*join), scheduler.WithHTTPClient(hc), scheduler.WithLogger(log),
+		scheduler.WithMaxUnpackedBytes(*unpackedMB<<20))
 	if err != nil {
 		return err
 	}
@@ -110,6 +113,7 @@ func cmdAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	state := fs.String("state", "/var/lib/amber/agent", "state folder")
 	capacity := fs.Int("capacity", 4096, "memory for instances, MB")
 	keepAlive := fs.Duration("keep-alive", 10*time.Minute, "how long an idle instance lives")
+	unpackedMB := fs.Int64("image-unpacked-mb", ociarchive.DefaultMaxUnpackedBytes>>20, "refuse an image whose layers unpack to more than this, MB")
 	tlsf := addTLSFlags(fs, "the scheduler")
 	hc, err := parseServerFlags(fs, args, "agent", config, tlsf)
 	if err != nil {
@@ -117,7 +121,7 @@ func cmdAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log := newLogger(stderr)
 	client := api.NewClient(*sched, api.WithToken(*token), api.WithHTTPClient(hc))
-	ctr, err := agent.NewContainerd(*ctrd, *name, *initBin, *state, client, log)
+	ctr, err := agent.NewContainerd(*ctrd, *name, *initBin, *state, client, log, agent.WithMaxUnpackedBytes(*unpackedMB<<20))
 	if err != nil {
 		return err
 	}
