@@ -57,6 +57,7 @@ type Scheduler struct {
 	goneAfter     time.Duration
 	forgetAfter   time.Duration
 	maxImageBytes int64
+	uploadTimeout time.Duration
 	newRequestID  func() string
 
 	reg    *registry
@@ -146,6 +147,14 @@ const DefaultStartGrace = 3 * time.Second
 // WithMaxImageBytes caps the size of an uploaded image archive (default 1 GiB).
 func WithMaxImageBytes(n int64) Option { return func(s *Scheduler) { s.maxImageBytes = n } }
 
+// DefaultUploadTimeout is how long an image upload's body may take.
+const DefaultUploadTimeout = 30 * time.Minute
+
+// WithUploadTimeout sets how long the body of an (authenticated) image
+// upload may take to arrive, in place of the server's shorter body
+// timeout (default DefaultUploadTimeout).
+func WithUploadTimeout(d time.Duration) Option { return func(s *Scheduler) { s.uploadTimeout = d } }
+
 // WithForgetAfter sets how long a gone agent stays listed as gone before it
 // is dropped (default 10 minutes).
 func WithForgetAfter(d time.Duration) Option { return func(s *Scheduler) { s.forgetAfter = d } }
@@ -161,6 +170,7 @@ func New(opts ...Option) (*Scheduler, error) {
 		startGrace:    DefaultStartGrace,
 		started:       time.Now(),
 		maxImageBytes: DefaultMaxImageBytes,
+		uploadTimeout: DefaultUploadTimeout,
 		newRequestID:  newRequestID,
 		agents:        map[string]*agentEntry{},
 		stats:         map[string]*fnStats{},
@@ -180,6 +190,9 @@ func New(opts ...Option) (*Scheduler, error) {
 	}
 	if s.maxImageBytes <= 0 {
 		return nil, fmt.Errorf("scheduler: max image size %d: want > 0", s.maxImageBytes)
+	}
+	if s.uploadTimeout <= 0 {
+		return nil, fmt.Errorf("scheduler: upload timeout %s: want > 0", s.uploadTimeout)
 	}
 	if s.hc == nil {
 		s.hc = &http.Client{Transport: api.NewTransport()}
