@@ -274,8 +274,8 @@ func (s *Server) httpServer(ctx context.Context, h http.Handler) *http.Server {
 		// while its handler runs, then posts the response on it, and a
 		// POST sent as the server closes the connection is not retried.
 		IdleTimeout: runtimeIdleTimeout,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		BaseContext: func(net.Listener) context.Context { return ctx },
 	}
 }
 
