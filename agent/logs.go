@@ -12,9 +12,9 @@ import (
 // Bounds on what the agent keeps of a function's log, so a function that
 // floods its output cannot grow the agent without bound.
 const (
-	maxLogRecords = 2000    // per function
-	maxLogBytes   = 1 << 20 // per function, text only
-	maxLogLine    = 8 << 10 // longer lines are cut
+	maxLogRecords = api.MaxLogLines // per function
+	maxLogBytes   = 1 << 20         // per function, text only
+	maxLogLine    = 8 << 10         // longer lines are cut
 )
 
 // logStore keeps the recent log lines of each function in a ring.
