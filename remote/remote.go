@@ -168,7 +168,7 @@ func NewResolver(creds Credentials, hc *http.Client) remotes.Resolver {
 }
 
 // maxManifest bounds a manifest, an index or an image config read here.
-const maxManifest = 4 << 20
+const maxManifest = api.MaxManifestBytes
 
 // Inspect resolves ref (a registry reference, by tag or digest) and
 // checks that it holds a linux/amd64 image: directly, or as an entry of
@@ -283,7 +283,7 @@ func listOrNone(s []string) string {
 // digest.
 func fetchBlob(ctx context.Context, f remotes.Fetcher, desc ocispec.Descriptor) ([]byte, error) {
 	if desc.Size > maxManifest {
-		return nil, fmt.Errorf("%s is %d bytes, over the %d-byte limit", desc.Digest, desc.Size, maxManifest)
+		return nil, fmt.Errorf("%s is %d bytes, over the %d-byte limit: %w", desc.Digest, desc.Size, maxManifest, api.ErrTooLarge)
 	}
 	rc, err := f.Fetch(ctx, desc)
 	if err != nil {

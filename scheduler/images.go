@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/amberfn/amber/api"
+	"github.com/amberfn/amber/api/ociarchive"
 )
 
 // imageStore keeps OCI image archives as DIR/sha256/<hex>.tar, named by the
@@ -112,6 +113,14 @@ func (st *imageStore) put(r io.Reader) (digest string, size int64, err error) {
 	}
 	if err := checkOCIArchive(tmp); err != nil {
 		return "", 0, err
+	}
+	// The limit amber deploy checks: an archive from any other client
+	// is held to it here.
+	if err := ociarchive.CheckDocuments(tmp, size); err != nil {
+		if errors.Is(err, api.ErrTooLarge) {
+			return "", 0, fmt.Errorf("image archive: %w", err)
+		}
+		return "", 0, api.Invalid("image", "not an OCI image archive: %v", err)
 	}
 	if err := tmp.Sync(); err != nil {
 		return "", 0, err

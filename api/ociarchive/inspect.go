@@ -209,7 +209,7 @@ func (a *archive) blobJSON(d descriptor, v any) error {
 		return err
 	}
 	if s.size > maxJSONSize {
-		return fmt.Errorf("ociarchive: blob %s: %d bytes is too large for a %s: %w", d.Digest, s.size, d.MediaType, ErrCorrupt)
+		return fmt.Errorf("ociarchive: blob %s: a %s of %d bytes is over the %d-byte limit: %w", d.Digest, d.MediaType, s.size, maxJSONSize, ErrTooLarge)
 	}
 	b, err := a.read(blobPath(d.Digest), s)
 	if err != nil {
@@ -226,7 +226,7 @@ func (a *archive) blobJSON(d descriptor, v any) error {
 
 func (a *archive) readJSON(name string, s span, v any) error {
 	if s.size > maxJSONSize {
-		return fmt.Errorf("ociarchive: %s: %d bytes is too large: %w", name, s.size, ErrCorrupt)
+		return fmt.Errorf("ociarchive: %s: %d bytes is over the %d-byte limit: %w", name, s.size, maxJSONSize, ErrTooLarge)
 	}
 	b, err := a.read(name, s)
 	if err != nil {

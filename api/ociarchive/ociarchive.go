@@ -13,6 +13,9 @@ package ociarchive
 
 import (
 	"errors"
+	"fmt"
+
+	"github.com/amberfn/amber/api"
 )
 
 // Sentinel errors. Every error this package returns for a bad input wraps one
@@ -32,29 +35,32 @@ var (
 	// does not handle (no linux/amd64 image, a digest algorithm other than
 	// sha256, an unknown manifest media type, a file type Build cannot pack).
 	ErrUnsupported = errors.New("ociarchive: unsupported")
+	// ErrTooLarge: index.json, a manifest, an index or an image config is
+	// over api.MaxManifestBytes. It wraps api.ErrTooLarge.
+	ErrTooLarge = fmt.Errorf("ociarchive: document too large: %w", api.ErrTooLarge)
 	// ErrInvalid: a Build option or the directory argument is not usable.
 	ErrInvalid = errors.New("ociarchive: invalid argument")
 )
 
 // Media types and annotations written by Build.
 const (
-	MediaTypeLayout           = "application/vnd.oci.layout.header.v1+json"
-	MediaTypeIndex            = "application/vnd.oci.image.index.v1+json"
-	MediaTypeManifest         = "application/vnd.oci.image.manifest.v1+json"
-	MediaTypeConfig           = "application/vnd.oci.image.config.v1+json"
-	MediaTypeLayerGzip        = "application/vnd.oci.image.layer.v1.tar+gzip"
-	MediaTypeLayer            = "application/vnd.oci.image.layer.v1.tar"
-	AnnotationRefName         = "org.opencontainers.image.ref.name"
-	AnnotationImageName       = "io.containerd.image.name"
-	imageLayoutVersion        = "1.0.0"
-	dockerManifest            = "application/vnd.docker.distribution.manifest.v2+json"
-	dockerManifestList        = "application/vnd.docker.distribution.manifest.list.v2+json"
-	dockerLayerGzip           = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-	defaultPrefix             = "var/task"
-	defaultRefName            = "latest"
-	defaultPath               = "/usr/local/bin:/usr/bin:/bin:/opt/bin"
-	wantOS, wantArch          = "linux", "amd64"
-	maxJSONSize         int64 = 4 << 20 // index, manifest and config documents
+	MediaTypeLayout     = "application/vnd.oci.layout.header.v1+json"
+	MediaTypeIndex      = "application/vnd.oci.image.index.v1+json"
+	MediaTypeManifest   = "application/vnd.oci.image.manifest.v1+json"
+	MediaTypeConfig     = "application/vnd.oci.image.config.v1+json"
+	MediaTypeLayerGzip  = "application/vnd.oci.image.layer.v1.tar+gzip"
+	MediaTypeLayer      = "application/vnd.oci.image.layer.v1.tar"
+	AnnotationRefName   = "org.opencontainers.image.ref.name"
+	AnnotationImageName = "io.containerd.image.name"
+	imageLayoutVersion  = "1.0.0"
+	dockerManifest      = "application/vnd.docker.distribution.manifest.v2+json"
+	dockerManifestList  = "application/vnd.docker.distribution.manifest.list.v2+json"
+	dockerLayerGzip     = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+	defaultPrefix       = "var/task"
+	defaultRefName      = "latest"
+	defaultPath         = "/usr/local/bin:/usr/bin:/bin:/opt/bin"
+	wantOS, wantArch    = "linux", "amd64"
+	maxJSONSize         = api.MaxManifestBytes // index, manifest and config documents
 )
 
 // Image describes one image in an archive.
