@@ -442,7 +442,7 @@ func (a *Agent) instanceFor(ctx context.Context, k fnKey, fn *api.Function, res 
 	res.StartKind = api.StartCold
 	started := time.Now()
 	in, err := startInstance(ctx, instanceConfig{launcher: a.launch, id: newID(fn.Name), fn: fn, agent: a.name,
-		initTimeout: a.initWait, log: a.log, logs: a.logs.add})
+		initTimeout: a.initWait, log: a.log, logs: a.functionOutput})
 	if err != nil {
 		a.mu.Lock()
 		a.busy--

@@ -104,14 +104,10 @@ func (a *Agent) handleLogs(w http.ResponseWriter, r *http.Request) {
 		}
 		since = t
 	}
-	limit := 200
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxLogRecords {
-			api.WriteError(w, api.Invalid("limit", "%q: want 1–%d", v, maxLogRecords))
-			return
-		}
-		limit = n
+	limit, err := api.ParseLogLimit(r.URL.Query().Get("limit"))
+	if err != nil {
+		api.WriteError(w, err)
+		return
 	}
 	api.WriteJSON(w, http.StatusOK, a.Logs(name, since, limit))
 }

@@ -81,11 +81,12 @@ func buildInit(dir string) (string, error) {
 // fakeEvent is the payload the fake runtime understands. Anything else
 // (or an empty op) is echoed back.
 type fakeEvent struct {
-	Op   string `json:"op"`   // "echo" | "error" | "sleep" | "exit" | "barrier"
+	Op   string `json:"op"`   // "echo" | "error" | "sleep" | "exit" | "barrier" | "print"
 	Ms   int    `json:"ms"`   // sleep: how long
 	Code int    `json:"code"` // exit: the exit code
 	Dir  string `json:"dir"`  // barrier: where arrivals are marked
 	N    int    `json:"n"`    // barrier: how many arrivals to wait for
+	Text string `json:"text"` // print: a line for stdout, then an echo
 }
 
 // fakeRuntime is a Lambda custom runtime speaking the Runtime API at
@@ -153,6 +154,9 @@ func fakeRuntime() int {
 		case "exit":
 			fmt.Fprintln(os.Stderr, "fake: crashing now")
 			return ev.Code
+		case "print":
+			fmt.Println(ev.Text)
+			err = post("invocation/"+id+"/response", "", body)
 		case "barrier":
 			n := waitBarrier(ev.Dir, id, ev.N)
 			err = post("invocation/"+id+"/response", "", []byte(strconv.Itoa(n)))

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"context"
+	"log/slog"
 	"sort"
 	"strings"
 	"sync"
@@ -12,9 +14,9 @@ import (
 // Bounds on what the agent keeps of a function's log, so a function that
 // floods its output cannot grow the agent without bound.
 const (
-	maxLogRecords = 2000    // per function
-	maxLogBytes   = 1 << 20 // per function, text only
-	maxLogLine    = 8 << 10 // longer lines are cut
+	maxLogRecords = api.MaxLogLines // per function
+	maxLogBytes   = 1 << 20         // per function, text only
+	maxLogLine    = 8 << 10         // longer lines are cut
 )
 
 // logStore keeps the recent log lines of each function in a ring.
@@ -31,8 +33,9 @@ type logRing struct {
 func newLogStore() *logStore { return &logStore{fns: map[string]*logRing{}} }
 
 // add appends a record, cutting an over-long line, repairing invalid
-// UTF-8, and dropping the oldest records beyond the bounds.
-func (s *logStore) add(r api.LogRecord) {
+// UTF-8, and dropping the oldest records beyond the bounds. It returns the
+// record as kept.
+func (s *logStore) add(r api.LogRecord) api.LogRecord {
 	if len(r.Text) > maxLogLine {
 		r.Text = r.Text[:maxLogLine] + " …[cut]"
 	}
@@ -47,7 +50,7 @@ func (s *logStore) add(r api.LogRecord) {
 	ring.recs = append(ring.recs, r)
 	ring.bytes += len(r.Text)
 	if len(ring.recs) <= maxLogRecords && ring.bytes <= maxLogBytes {
-		return
+		return r
 	}
 	// Over a bound: drop the oldest, an eighth more than needed, so the
 	// copy below happens once per many lines rather than on every line.
@@ -61,6 +64,7 @@ func (s *logStore) add(r api.LogRecord) {
 		drop++
 	}
 	ring.recs = append(ring.recs[:0:0], ring.recs[drop:]...)
+	return r
 }
 
 // since returns up to limit of the newest records of fn after t.
@@ -87,4 +91,18 @@ func lines(b []byte) []string {
 		return nil
 	}
 	return strings.Split(s, "\n")
+}
+
+// functionOutput keeps a line of a function's output and, when the agent
+// logs at debug level (AMBER_LOG=debug), writes it to the agent's log as
+// well. At info level it costs one Enabled check.
+func (a *Agent) functionOutput(r api.LogRecord) {
+	r = a.logs.add(r)
+	if !a.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	a.log.LogAttrs(context.Background(), slog.LevelDebug, "function output",
+		slog.String("function", r.Function), slog.Int("version", r.Version),
+		slog.String("instance", r.Instance), slog.String("request_id", r.RequestID),
+		slog.String("stream", r.Stream), slog.String("text", r.Text))
 }

@@ -128,7 +128,7 @@ func (a *Agent) prewarm(ctx context.Context, k fnKey) {
 	if in == nil {
 		var err error
 		in, err = startInstance(ctx, instanceConfig{launcher: a.launch, id: newID(fn.Name), fn: fn, agent: a.name,
-			initTimeout: a.initWait, log: a.log, logs: a.logs.add})
+			initTimeout: a.initWait, log: a.log, logs: a.functionOutput})
 		if err != nil {
 			done()
 			a.log.Warn("prewarm failed", "function", k.name, "version", k.version, "err", err)

@@ -413,7 +413,7 @@ func (a *Agent) tryRestore(ctx context.Context, k fnKey, fn *api.Function, res *
 	}
 	start := time.Now()
 	in, err := restoreInstance(ctx, instanceConfig{launcher: a.launch, id: newID(fn.Name), fn: fn, agent: a.name,
-		log: a.log, logs: a.logs.add}, e.ImagePath())
+		log: a.log, logs: a.functionOutput}, e.ImagePath())
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil

@@ -61,12 +61,19 @@ func NewTransport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConns = 0 // no overall cap; per host below
 	t.MaxIdleConnsPerHost = maxIdleConnsPerHost
+	// Shorter than a server's DefaultIdleTimeout: the client drops an idle
+	// connection before the server closes it, so a request is never sent
+	// on a connection that is being closed (a POST would not be retried).
+	t.IdleConnTimeout = clientIdleTimeout
 	return t
 }
 
 // maxIdleConnsPerHost is how many idle keep-alive connections NewTransport
 // keeps to one host.
 const maxIdleConnsPerHost = 256
+
+// clientIdleTimeout is how long NewTransport keeps an idle connection.
+const clientIdleTimeout = DefaultIdleTimeout / 2
 
 // StatusError is the error a client method returns for a non-2xx reply. It
 // unwraps to the sentinel for its status (ErrNotFound, ErrInvalid …), so

@@ -7,6 +7,7 @@ package api
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -268,6 +269,27 @@ type LogRecord struct {
 	RequestID string    `json:"request_id,omitempty"`
 	Stream    string    `json:"stream"`
 	Text      string    `json:"text"`
+}
+
+// Bounds on a logs request (GET /v1/functions/{name}/logs?limit=N), the
+// same on the scheduler, the agents and the command line. An agent keeps
+// at most MaxLogLines records per function, so no agent could answer more.
+const (
+	DefaultLogLines = 200
+	MaxLogLines     = 2000
+)
+
+// ParseLogLimit reads a logs request's limit: "" is DefaultLogLines; a
+// value that is not 1–MaxLogLines is refused naming the limit.
+func ParseLogLimit(v string) (int, error) {
+	if v == "" {
+		return DefaultLogLines, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > MaxLogLines {
+		return 0, Invalid("limit", "%q: want 1–%d lines (the most an agent keeps per function)", v, MaxLogLines)
+	}
+	return n, nil
 }
 
 // MaxAsyncPayload is Lambda's limit for an asynchronous (Event) payload.

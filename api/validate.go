@@ -16,6 +16,11 @@ const (
 	DefaultTimeout = 3 * time.Second
 	// MaxSyncPayload is Lambda's 6 MB limit for synchronous requests and responses.
 	MaxSyncPayload = 6 << 20
+	// MaxManifestBytes bounds each JSON document of an image: index.json,
+	// a manifest or an index, an image config. The scheduler refuses an
+	// upload with a larger one, amber deploy checks it before uploading,
+	// and registry pulls refuse one.
+	MaxManifestBytes = 4 << 20
 )
 
 var (

@@ -213,6 +213,9 @@ func (s *Scheduler) handleUploadImage(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, fmt.Errorf("image archive of %d bytes is over the %d-byte limit: %w", r.ContentLength, s.maxImageBytes, api.ErrTooLarge))
 		return
 	}
+	// An archive may be large: its body gets longer than the server's
+	// body timeout, once the caller has proven who it is.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.uploadTimeout))
 	start := time.Now()
 	digest, size, err := s.images.put(r.Body)
 	if err != nil {

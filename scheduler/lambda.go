@@ -191,6 +191,12 @@ func (s *Scheduler) lambdaFunction(region, name, qualifier string) (*api.Functio
 	return fn, err
 }
 
+// lambdaSignedHeaders are the x-amz-* headers that change what an Invoke
+// does; one that is present must be signed (the AWS CLI and SDKs sign every
+// x-amz-* header they send), so a captured synchronous call cannot be
+// replayed as an Event, or with its log tail asked for.
+var lambdaSignedHeaders = []string{hdrAmzInvocationType, hdrAmzLogType, "X-Amz-Client-Context", "X-Amz-Content-Sha256", "X-Amz-Security-Token"}
+
 // handleLambdaInvoke serves Lambda's Invoke API.
 func (s *Scheduler) handleLambdaInvoke(w http.ResponseWriter, r *http.Request) {
 	reqID := s.newRequestID()
@@ -202,7 +208,7 @@ func (s *Scheduler) handleLambdaInvoke(w http.ResponseWriter, r *http.Request) {
 		}
 		writeLambdaError(w, le)
 	}
-	check := sigV4Check{key: s.AccessKey(), service: "lambda", now: s.now()}
+	check := sigV4Check{key: s.AccessKey(), service: "lambda", now: s.now(), mustSign: lambdaSignedHeaders}
 	// The header first, so nobody unauthenticated makes us read 6 MB.
 	if _, _, err := check.verifyHeaders(r); err != nil {
 		fail(err)

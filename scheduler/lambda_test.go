@@ -421,3 +421,70 @@ func TestNativeInvokeLogTail(t *testing.T) {
 		t.Errorf("asked %q, result %q", asked, resp.Header.Get(api.HeaderLogResult))
 	}
 }
+
+// TestLambdaReplayWithUnsignedHeaders: a captured, correctly signed
+// synchronous call replayed with X-Amz-Invocation-Type or X-Amz-Log-Type
+// added is refused with 403 naming the header, and does nothing; the SDK
+// (which signs them) still gets Event and Tail.
+func TestLambdaReplayWithUnsignedHeaders(t *testing.T) {
+	lt := newLambdaTest(t)
+	const path = "/2015-03-31/functions/echo/invocations"
+	body := []byte(`{"a":1}`)
+	captured, err := http.NewRequest("POST", lt.srv.URL+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sdkSign(t, captured, body, lt.AccessKey(), "us-east-1", "lambda", time.Now())
+	replay := func(extra map[string]string) *http.Response {
+		t.Helper()
+		r, _ := http.NewRequest("POST", lt.srv.URL+path, bytes.NewReader(body))
+		r.Header = captured.Header.Clone()
+		for k, v := range extra {
+			r.Header.Set(k, v)
+		}
+		resp, err := lt.srv.Client().Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	for _, extra := range []map[string]string{
+		{"X-Amz-Invocation-Type": "Event"},
+		{"X-Amz-Invocation-Type": "DryRun"},
+		{"X-Amz-Log-Type": "Tail"},
+	} {
+		for h := range extra {
+			resp := replay(extra)
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 403 || resp.Header.Get("X-Amzn-ErrorType") != errInvalidSignature || !strings.Contains(string(b), h) {
+				t.Errorf("replay with %v: %d %s %s; want 403 %s naming %s", extra, resp.StatusCode, resp.Header.Get("X-Amzn-ErrorType"), b, errInvalidSignature, h)
+			}
+			if resp.Header.Get("X-Amz-Log-Result") != "" {
+				t.Errorf("replay with %v got a log tail", extra)
+			}
+		}
+	}
+	if n := len(lt.agent.got()); n != 0 {
+		t.Errorf("the agent got %d invocations from refused replays", n)
+	}
+	if pending, err := lt.pendingEvents(); err != nil || len(pending) != 0 {
+		t.Errorf("events queued by refused replays: %v %v", pending, err)
+	}
+	// The captured call as it was still works (within its 15 minutes).
+	if resp := replay(nil); resp.StatusCode != 200 {
+		t.Errorf("the captured call unchanged: %d", resp.StatusCode)
+	}
+	// The SDK signs the headers it sends.
+	c := lt.client(AccessKey{})
+	in := invokeIn("echo", `{"b":2}`)
+	in.InvocationType = types.InvocationTypeEvent
+	if out, err := c.Invoke(t.Context(), in); err != nil || out.StatusCode != 202 {
+		t.Fatalf("SDK Event: %v %v", out, err)
+	}
+	in = invokeIn("echo", `{"b":3}`)
+	in.LogType = types.LogTypeTail
+	if _, err := c.Invoke(t.Context(), in); err != nil {
+		t.Fatalf("SDK Tail: %v", err)
+	}
+}

@@ -59,6 +59,7 @@ type Scheduler struct {
 	forgetAfter   time.Duration
 	maxImageBytes int64
 	maxUnpacked   int64 // see WithMaxUnpackedBytes
+	uploadTimeout time.Duration
 	newRequestID  func() string
 
 	reg    *registry
@@ -154,6 +155,14 @@ func WithMaxImageBytes(n int64) Option { return func(s *Scheduler) { s.maxImageB
 // and the limit. Agents have their own bound (agent.WithMaxUnpackedBytes).
 func WithMaxUnpackedBytes(n int64) Option { return func(s *Scheduler) { s.maxUnpacked = n } }
 
+// DefaultUploadTimeout is how long an image upload's body may take.
+const DefaultUploadTimeout = 30 * time.Minute
+
+// WithUploadTimeout sets how long the body of an (authenticated) image
+// upload may take to arrive, in place of the server's shorter body
+// timeout (default DefaultUploadTimeout).
+func WithUploadTimeout(d time.Duration) Option { return func(s *Scheduler) { s.uploadTimeout = d } }
+
 // WithForgetAfter sets how long a gone agent stays listed as gone before it
 // is dropped (default 10 minutes).
 func WithForgetAfter(d time.Duration) Option { return func(s *Scheduler) { s.forgetAfter = d } }
@@ -170,6 +179,7 @@ func New(opts ...Option) (*Scheduler, error) {
 		started:       time.Now(),
 		maxImageBytes: DefaultMaxImageBytes,
 		maxUnpacked:   ociarchive.DefaultMaxUnpackedBytes,
+		uploadTimeout: DefaultUploadTimeout,
 		newRequestID:  newRequestID,
 		agents:        map[string]*agentEntry{},
 		stats:         map[string]*fnStats{},
@@ -192,6 +202,9 @@ func New(opts ...Option) (*Scheduler, error) {
 	}
 	if s.maxUnpacked <= 0 {
 		return nil, fmt.Errorf("scheduler: max unpacked image size %d: want > 0", s.maxUnpacked)
+	}
+	if s.uploadTimeout <= 0 {
+		return nil, fmt.Errorf("scheduler: upload timeout %s: want > 0", s.uploadTimeout)
 	}
 	if s.hc == nil {
 		s.hc = &http.Client{Transport: api.NewTransport()}

@@ -35,6 +35,7 @@ const (
 	// maxClockSkew is how far a request's X-Amz-Date may be from the
 	// scheduler's clock, as AWS allows.
 	maxClockSkew = 15 * time.Minute
+	skewText     = "15 min" // maxClockSkew as AWS words it
 	// emptySHA256 is the hex SHA-256 of no bytes.
 	emptySHA256     = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 	unsignedPayload = "UNSIGNED-PAYLOAD"
@@ -216,6 +217,10 @@ type sigV4Check struct {
 	key     AccessKey
 	service string // "" accepts any
 	now     time.Time
+	// mustSign are headers that change what the request does: when one
+	// is present it must be among the signed headers, or a captured
+	// request could be replayed with it added or changed.
+	mustSign []string
 }
 
 // verifyHeaders checks everything about a signed request that does not
@@ -243,12 +248,22 @@ func (c sigV4Check) verifyHeaders(r *http.Request) (*sigV4Auth, time.Time, error
 	if !containsString(auth.SignedHeaders, "x-amz-date") {
 		return nil, time.Time{}, sigErr(errIncompleteSignature, "SignedHeaders must include x-amz-date")
 	}
+	for _, name := range c.mustSign {
+		if _, present := r.Header[http.CanonicalHeaderKey(name)]; present && !containsString(auth.SignedHeaders, strings.ToLower(name)) {
+			return nil, time.Time{}, sigErr(errInvalidSignature, "The request carries %s but does not sign it: it must be among the SignedHeaders.", http.CanonicalHeaderKey(name))
+		}
+	}
 	if at.Format("20060102") != auth.Date {
 		return nil, time.Time{}, sigErr(errInvalidSignature, "Credential should be scoped to a valid date: %s is not the date of X-Amz-Date %s", auth.Date, raw)
 	}
-	if skew := c.now.Sub(at); skew > maxClockSkew || skew < -maxClockSkew {
+	now := c.now.UTC()
+	switch skew := now.Sub(at); {
+	case skew > maxClockSkew:
 		return nil, time.Time{}, sigErr(errInvalidSignature, "Signature expired: %s is now earlier than %s (%s - %s.)",
-			raw, c.now.UTC().Add(-maxClockSkew).Format(amzDateFormat), c.now.UTC().Format(amzDateFormat), maxClockSkew)
+			raw, now.Add(-maxClockSkew).Format(amzDateFormat), now.Format(amzDateFormat), skewText)
+	case skew < -maxClockSkew:
+		return nil, time.Time{}, sigErr(errInvalidSignature, "Signature not yet current: %s is still later than %s (%s + %s.)",
+			raw, now.Add(maxClockSkew).Format(amzDateFormat), now.Format(amzDateFormat), skewText)
 	}
 	return auth, at, nil
 }

@@ -301,3 +301,71 @@ func TestAccessKeyIssuedAndKept(t *testing.T) {
 		t.Error("empty key file accepted")
 	}
 }
+
+// TestSigV4UnsignedBehaviourHeaders: a header that changes what the call
+// does is refused when present but not signed, naming it; signed by the
+// SDK's signer, it passes.
+func TestSigV4UnsignedBehaviourHeaders(t *testing.T) {
+	key := AccessKey{AccessKeyID: "AMBRKEY", SecretAccessKey: "secret"}
+	now := time.Date(2025, 6, 1, 10, 0, 0, 0, time.UTC)
+	body := []byte(`{"a":1}`)
+	check := sigV4Check{key: key, service: "lambda", now: now, mustSign: lambdaSignedHeaders}
+	for _, tc := range []struct{ header, value string }{
+		{"X-Amz-Invocation-Type", "Event"},
+		{"X-Amz-Log-Type", "Tail"},
+		{"X-Amz-Client-Context", "e30="},
+		{"x-amz-invocation-type", "DryRun"}, // any spelling
+	} {
+		t.Run(tc.header+" added after signing", func(t *testing.T) {
+			r := httptest.NewRequest("POST", "http://amber:7700/2015-03-31/functions/f/invocations", bytes.NewReader(body))
+			sdkSign(t, r, body, key, "us-east-1", "lambda", now)
+			r.Header.Set(tc.header, tc.value)
+			_, err := check.verify(r, body)
+			var se *sigV4Error
+			if !errors.As(err, &se) || se.Code != errInvalidSignature || !strings.Contains(se.Message, http.CanonicalHeaderKey(tc.header)) {
+				t.Fatalf("verify: %v; want %s naming %s", err, errInvalidSignature, http.CanonicalHeaderKey(tc.header))
+			}
+		})
+		t.Run(tc.header+" signed", func(t *testing.T) {
+			r := httptest.NewRequest("POST", "http://amber:7700/2015-03-31/functions/f/invocations", bytes.NewReader(body))
+			r.Header.Set(tc.header, tc.value)
+			sdkSign(t, r, body, key, "us-east-1", "lambda", now)
+			if _, err := check.verify(r, body); err != nil {
+				t.Fatalf("verify: %v", err)
+			}
+		})
+	}
+	// Headers that do not change the call may go unsigned, as the SDKs
+	// leave some out (User-Agent, X-Amzn-Trace-Id).
+	r := httptest.NewRequest("POST", "http://amber:7700/2015-03-31/functions/f/invocations", bytes.NewReader(body))
+	sdkSign(t, r, body, key, "us-east-1", "lambda", now)
+	r.Header.Set("X-Amzn-Trace-Id", "Root=1-5e1b4151-5ac6c58f8a5d0a2e2b3c4d5e")
+	r.Header.Set("User-Agent", "aws-cli/2")
+	if _, err := check.verify(r, body); err != nil {
+		t.Fatalf("verify with unsigned trace id and user agent: %v", err)
+	}
+}
+
+// TestSigV4SkewMessages: a request dated too far back or ahead is refused
+// with AWS's words for each.
+func TestSigV4SkewMessages(t *testing.T) {
+	key := AccessKey{AccessKeyID: "AMBRKEY", SecretAccessKey: "secret"}
+	now := time.Date(2025, 6, 1, 10, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		skew time.Duration
+		want string
+	}{
+		{-16 * time.Minute, "Signature expired: 20250601T094400Z is now earlier than 20250601T094500Z (20250601T100000Z - 15 min.)"},
+		{16 * time.Minute, "Signature not yet current: 20250601T101600Z is still later than 20250601T101500Z (20250601T100000Z + 15 min.)"},
+	} {
+		t.Run(tc.skew.String(), func(t *testing.T) {
+			r := httptest.NewRequest("POST", "http://amber:7700/2015-03-31/functions/f/invocations", nil)
+			sdkSign(t, r, nil, key, "us-east-1", "lambda", now.Add(tc.skew))
+			_, err := sigV4Check{key: key, service: "lambda", now: now}.verify(r, nil)
+			var se *sigV4Error
+			if !errors.As(err, &se) || se.Code != errInvalidSignature || se.Message != tc.want {
+				t.Fatalf("verify: %v\nwant %s: %s", err, errInvalidSignature, tc.want)
+			}
+		})
+	}
+}

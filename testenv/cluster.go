@@ -30,6 +30,9 @@ type ClusterConfig struct {
 	// launcher (image limits, for one).
 	SchedulerOptions  []scheduler.Option
 	ContainerdOptions []agent.ContainerdOption
+	// Server sets the timeouts and connection bound of the scheduler's
+	// and the agents' HTTP servers (default: api's defaults).
+	Server []api.ServerOption
 }
 
 // Cluster is a local amber cluster: a private containerd, a scheduler and
@@ -44,7 +47,8 @@ type Cluster struct {
 
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
-	servers []*http.Server
+	servers []*api.Server
+	srvOpts []api.ServerOption
 	closers []func() error
 }
 
@@ -69,7 +73,10 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	c := &Cluster{Dir: cfg.Dir}
+	c := &Cluster{Dir: cfg.Dir, srvOpts: cfg.Server}
+	if _, err := api.NewServer(http.NotFoundHandler(), cfg.Server...); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	c.cancel = cancel
 	defer func() {
@@ -151,7 +158,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 }
 
 func (c *Cluster) serve(ln net.Listener, h http.Handler) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv, _ := api.NewServer(h, c.srvOpts...) // checked by StartCluster
 	c.servers = append(c.servers, srv)
 	go func() { _ = srv.Serve(ln) }()
 }

@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/amberfn/amber/api"
 	"github.com/amberfn/amber/scheduler"
 )
 
@@ -70,7 +70,7 @@ func (c *Cluster) RestartScheduler(ctx context.Context, grace, down time.Duratio
 	}
 	c.Scheduler = s
 	c.closers[0] = s.Close
-	nsrv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	nsrv, _ := api.NewServer(s.Handler(), c.srvOpts...) // checked by StartCluster
 	c.servers[0] = nsrv
 	go func() { _ = nsrv.Serve(ln) }()
 	return nil

@@ -52,7 +52,7 @@ type relEnv struct {
 	log      *slog.Logger // the servers' logger (DIR/cluster.log)
 }
 
-func reliabilityCluster(t *testing.T, prefix string, agents int) *relEnv {
+func reliabilityCluster(t *testing.T, prefix string, agents int, srv ...api.ServerOption) *relEnv {
 	t.Helper()
 	testenv.Require(t, testenv.CheckContainerd())
 	dir, err := os.MkdirTemp("", prefix) // short: the containerd socket path is bounded
@@ -77,7 +77,7 @@ func reliabilityCluster(t *testing.T, prefix string, agents int) *relEnv {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewJSONHandler(lf, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	cl, err := testenv.StartCluster(ctx, testenv.ClusterConfig{Dir: filepath.Join(dir, "cluster"), Agents: agents, InitBin: initBin, Log: log})
+	cl, err := testenv.StartCluster(ctx, testenv.ClusterConfig{Dir: filepath.Join(dir, "cluster"), Agents: agents, InitBin: initBin, Log: log, Server: srv})
 	if err != nil {
 		lf.Close()
 		t.Fatalf("start cluster: %v", err)

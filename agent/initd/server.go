@@ -281,12 +281,26 @@ func (s *Server) wait(ctx context.Context, input <-chan error, p *process, out F
 	}
 }
 
+// Runtime API server timeouts (see httpServer).
+const (
+	runtimeBodyTimeout = 60 * time.Second
+	runtimeIdleTimeout = api.MaxTimeout + time.Minute
+)
+
 func (s *Server) httpServer(ctx context.Context, h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 30 * time.Second, // counted from a request's first byte, not while idle
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+		// Headers and body of one request (a response or error of at most
+		// 6 MB over loopback). net/http lifts it once the body has been
+		// read, so a /next long poll (a GET) is never cut by it.
+		ReadTimeout: runtimeBodyTimeout,
+		// Longer than any invocation: a runtime keeps its connection idle
+		// while its handler runs, then posts the response on it, and a
+		// POST sent as the server closes the connection is not retried.
+		IdleTimeout: runtimeIdleTimeout,
+		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		BaseContext: func(net.Listener) context.Context { return ctx },
 	}
 }
 

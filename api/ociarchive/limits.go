@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/amberfn/amber/api"
 )
 
 // MaxManifestBytes bounds an index, a manifest or an image config: the
 // small JSON documents a reader holds in memory whole. Anything larger is
-// refused before it is read.
-const MaxManifestBytes int64 = 4 << 20
+// refused before it is read. It is api.MaxManifestBytes, the one limit
+// amber deploy, uploads and registry pulls share.
+const MaxManifestBytes int64 = api.MaxManifestBytes
 
 // DefaultMaxUnpackedBytes is the default bound on the bytes an image's
 // layers unpack to, all layers together.
@@ -18,7 +21,8 @@ const DefaultMaxUnpackedBytes int64 = 4 << 30
 
 // ErrImageTooLarge: an image's layers unpack to more bytes than the limit
 // allows, or one of its JSON documents is over MaxManifestBytes.
-var ErrImageTooLarge = errors.New("ociarchive: image too large")
+// It wraps api.ErrTooLarge (a 413 at the server).
+var ErrImageTooLarge = fmt.Errorf("ociarchive: image too large: %w", api.ErrTooLarge)
 
 // UnpackBudget counts what an image's layers unpack to against Limit, one
 // layer at a time, while their uncompressed tar streams are read: a layer

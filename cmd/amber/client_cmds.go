@@ -276,13 +276,16 @@ func cmdLogs(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("logs", flag.ContinueOnError)
 	follow := fs.Bool("f", false, "follow: keep printing new lines")
 	sinceD := fs.Duration("since", 0, "only lines newer than this (e.g. 10m)")
-	limit := fs.Int("n", 200, "at most this many lines at first")
+	limit := fs.Int("n", api.DefaultLogLines, fmt.Sprintf("at most this many lines at first (1–%d)", api.MaxLogLines))
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
 		return fmt.Errorf("usage: amber logs NAME [-f] [--since DURATION] [-n N]")
+	}
+	if *limit < 1 || *limit > api.MaxLogLines {
+		return api.Invalid("n", "%d: want 1–%d lines (the most an agent keeps per function)", *limit, api.MaxLogLines)
 	}
 	var since time.Time
 	if *sinceD > 0 {
@@ -309,7 +312,7 @@ func cmdLogs(ctx context.Context, args []string, stdout io.Writer) error {
 			return nil
 		case <-time.After(500 * time.Millisecond):
 		}
-		*limit = 5000
+		*limit = api.MaxLogLines
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -23,9 +24,31 @@ import (
 	"github.com/amberfn/amber/tui"
 )
 
-// serve runs h on ln until ctx ends.
-func serve(ctx context.Context, ln net.Listener, h http.Handler, certKey ...string) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+// serverFlags are the timeouts and the connection bound of a server.
+type serverFlags struct {
+	header, body, idle *time.Duration
+	maxConns           *int
+}
+
+func addServerFlags(fs *flag.FlagSet) serverFlags {
+	return serverFlags{
+		header:   fs.Duration("header-timeout", api.DefaultHeaderTimeout, "most time a request's headers may take to arrive"),
+		body:     fs.Duration("body-timeout", api.DefaultBodyTimeout, "most time a request's headers and body may take to arrive (not the handler: invocations run their full timeout)"),
+		idle:     fs.Duration("idle-timeout", api.DefaultIdleTimeout, "close a keep-alive connection idle this long"),
+		maxConns: fs.Int("max-conns", api.DefaultMaxConns, "most connections served at once; more wait to be accepted"),
+	}
+}
+
+func (f serverFlags) options(log *slog.Logger) []api.ServerOption {
+	return []api.ServerOption{
+		api.WithHeaderTimeout(*f.header), api.WithBodyTimeout(*f.body),
+		api.WithIdleTimeout(*f.idle), api.WithMaxConns(*f.maxConns),
+		api.WithErrorLog(slog.NewLogLogger(log.Handler(), slog.LevelWarn)),
+	}
+}
+
+// serve runs srv on ln until ctx ends.
+func serve(ctx context.Context, ln net.Listener, srv *api.Server, certKey ...string) error {
 	errc := make(chan error, 1)
 	go func() {
 		if len(certKey) == 2 && certKey[0] != "" {
@@ -52,6 +75,7 @@ func cmdScheduler(ctx context.Context, args []string, stderr io.Writer) error {
 	join := fs.String("join-token", "", "token agents join with (default: made in the data folder)")
 	unpackedMB := fs.Int64("image-unpacked-mb", ociarchive.DefaultMaxUnpackedBytes>>20, "refuse an uploaded image whose layers unpack to more than this, MB")
 	tlsf := addTLSFlags(fs, "agents")
+	srvf := addServerFlags(fs)
 	config := fs.String("config", "", "configuration file (default $AMBER_CONFIG, else /etc/amber/amber.json if present)")
 	hc, err := parseServerFlags(fs, args, "scheduler", config, tlsf)
 	if err != nil {
@@ -79,6 +103,10 @@ func cmdScheduler(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer s.Close()
+	srv, err := api.NewServer(s.Handler(), srvf.options(log)...)
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
@@ -86,7 +114,7 @@ func cmdScheduler(ctx context.Context, args []string, stderr io.Writer) error {
 	log.Info("scheduler serving", "addr", ln.Addr().String(), "data", *data)
 	_ = ops.Notify("READY=1")
 	defer ops.Notify("STOPPING=1")
-	return serve(ctx, ln, s.Handler(), *tlsf.cert, *tlsf.key)
+	return serve(ctx, ln, srv, *tlsf.cert, *tlsf.key)
 }
 
 func cmdAgent(ctx context.Context, args []string, stderr io.Writer) error {
@@ -115,6 +143,7 @@ func cmdAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	keepAlive := fs.Duration("keep-alive", 10*time.Minute, "how long an idle instance lives")
 	unpackedMB := fs.Int64("image-unpacked-mb", ociarchive.DefaultMaxUnpackedBytes>>20, "refuse an image whose layers unpack to more than this, MB")
 	tlsf := addTLSFlags(fs, "the scheduler")
+	srvf := addServerFlags(fs)
 	hc, err := parseServerFlags(fs, args, "agent", config, tlsf)
 	if err != nil {
 		return err
@@ -150,11 +179,15 @@ func cmdAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	srv, err := api.NewServer(a.Handler(), srvf.options(log)...)
+	if err != nil {
+		return err
+	}
 	log.Info("agent serving", "addr", ln.Addr().String(), "scheduler", *sched)
 	_ = ops.Notify("READY=1")
 	defer ops.Notify("STOPPING=1")
 	errc := make(chan error, 1)
-	go func() { errc <- serve(ctx, ln, a.Handler(), *tlsf.cert, *tlsf.key) }()
+	go func() { errc <- serve(ctx, ln, srv, *tlsf.cert, *tlsf.key) }()
 	runErr := a.Run(ctx)
 	return errors.Join(runErr, <-errc)
 }
