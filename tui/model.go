@@ -340,7 +340,20 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.conn.status, m.conn.err = connConnected, nil
 		m.conn.lastData = m.now()
 		m.touch()
-		return m, receive(msg.gen, msg.ch)
+		next := receive(msg.gen, msg.ch)
+		if h, ok := m.src.(Historian); ok {
+			return m, tea.Batch(next, historyCmd(m.ctx, h, msg.gen, m.now()))
+		}
+		return m, next
+	case historyMsg:
+		if msg.gen != m.conn.gen || msg.err != nil || msg.hist == nil {
+			return m, nil // without history the windows start when the console does
+		}
+		m.hist.seed(msg.hist)
+		if m.state != nil && !m.paused {
+			m.rebuild()
+		}
+		return m, m.scheduleRender()
 	case streamDataMsg:
 		if msg.gen != m.conn.gen {
 			return m, nil

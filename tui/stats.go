@@ -19,6 +19,7 @@ const (
 	rateKeep   = 32               // counter samples kept (the stream sends one a second)
 	latStep    = 10 * time.Second // a latency snapshot at most this often
 	latKeep    = 16 * time.Minute // snapshots kept: enough for the 15 minute window
+	coldWindow = 5 * time.Minute  // cold starts per minute are averaged over this
 )
 
 // counters are one function's cumulative counters in one state.
@@ -33,13 +34,16 @@ type sample struct {
 }
 
 // latSnap is the cumulative latency histograms at one time, per function
-// and start kind, plus their sum over all functions. A function whose
-// histogram did not change shares the previous snapshot's pointer, so an
-// idle cluster costs almost nothing to remember.
+// and start kind, plus their sum over all functions, and the cumulative
+// counters. A function whose histogram did not change shares the previous
+// snapshot's pointer, so an idle cluster costs almost nothing to remember.
+// Snapshots come from the stream's states and, for the time before the
+// console opened, from the scheduler's per-minute history (seed).
 type latSnap struct {
 	t   time.Time
 	fns map[string]map[api.StartKind]*api.Histogram
 	all map[api.StartKind]*api.Histogram
+	cnt map[string]counters
 }
 
 // series is a bounded list of float samples (oldest first).
@@ -60,6 +64,9 @@ type history struct {
 	cpu     map[string]series // per agent, percent
 	mem     map[string]series // per agent, percent of total
 	rate    series            // cluster invocations per second, per state
+	// ratePre is how many values at the front of rate are per-minute
+	// averages from the scheduler's history rather than live samples.
+	ratePre int
 }
 
 func newHistory() *history {
@@ -93,6 +100,7 @@ func (h *history) add(st *api.ClusterState, t time.Time) {
 	}
 	r, _ := h.clusterRate()
 	h.rate = h.rate.push(r, sparkLen)
+	h.ratePre = max(0, min(h.ratePre, len(h.rate)-1))
 
 	seen := map[string]bool{}
 	for _, a := range st.Agents {
@@ -128,8 +136,10 @@ func (h *history) snapshot(st *api.ClusterState, t time.Time) latSnap {
 	if n := len(h.lat); n > 0 {
 		prev = h.lat[n-1].fns
 	}
-	s := latSnap{t: t, fns: make(map[string]map[api.StartKind]*api.Histogram, len(st.Functions)), all: map[api.StartKind]*api.Histogram{}}
+	s := latSnap{t: t, fns: make(map[string]map[api.StartKind]*api.Histogram, len(st.Functions)), all: map[api.StartKind]*api.Histogram{},
+		cnt: make(map[string]counters, len(st.Functions))}
 	for _, f := range st.Functions {
+		s.cnt[f.Name] = counters{inv: f.Stats.Invocations, cold: f.Stats.ColdStarts, warm: f.Stats.WarmStarts, errs: f.Stats.Errors}
 		m := make(map[api.StartKind]*api.Histogram, len(f.Latency))
 		for k, hg := range f.Latency {
 			if hg == nil {
@@ -206,16 +216,22 @@ func (h *history) clusterRate() (float64, bool) {
 	return float64(d) / cur.t.Sub(old.t).Seconds(), true
 }
 
-// clusterCold is cluster cold starts per minute and the share of
-// invocations in the rate window that started cold (NaN if none).
+// clusterCold is cluster cold starts per minute and the share of starts
+// that were cold (NaN if none), over the last coldWindow (or what of it is
+// known: the snapshots, seeded from the scheduler's history).
 func (h *history) clusterCold() (perMin, share float64, ok bool) {
-	old, cur, ok := h.base()
-	if !ok {
+	n := len(h.samples)
+	if n == 0 {
+		return 0, math.NaN(), false
+	}
+	cur := h.samples[n-1]
+	old := h.baseSnap(cur.t, coldWindow)
+	if old == nil || !cur.t.After(old.t) {
 		return 0, math.NaN(), false
 	}
 	var cold, starts int64
 	for name, c := range cur.fns {
-		o := old.fns[name]
+		o := old.cnt[name]
 		dc, dw := delta(c.cold, o.cold), delta(c.warm, o.warm)
 		cold += dc
 		starts += dc + dw

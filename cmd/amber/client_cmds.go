@@ -261,6 +261,7 @@ func cmdLs(ctx context.Context, args []string, stdout io.Writer) error {
 var (
 	_ tui.Source = (*api.Client)(nil)
 	_ tui.Biller = (*api.Client)(nil)
+	_ tui.Historian = (*api.Client)(nil)
 )
 
 func cmdConsole(ctx context.Context, args []string) error {

@@ -1,0 +1,134 @@
+package tui
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/amberfn/amber/api"
+)
+
+// historySource is a fake scheduler that served hello before the console
+// opened: 40 warm calls at 11:57 and 2 cold ones at 11:59.
+type historySource struct {
+	fakeSource
+	hist  *api.History
+	calls int
+}
+
+func (h *historySource) History(ctx context.Context, since time.Time, function string) (*api.History, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.calls++
+	return h.hist, nil
+}
+
+func servedHistory() (*api.History, *api.Histogram, *api.Histogram) {
+	warm, cold := observe(40, 1, 3), observe(2, 80, 120)
+	return &api.History{
+		Time:  fixedNow,
+		Since: fixedNow.Add(-latKeep).Truncate(time.Minute).Add(time.Minute),
+		Functions: []api.FunctionHistory{{
+			Function: "hello",
+			Minutes: []api.MinuteStats{
+				{Minute: time.Date(2026, 5, 4, 11, 57, 0, 0, time.UTC), Counts: api.Counts{Invocations: 40, WarmStarts: 40},
+					Latency: map[api.StartKind]*api.Histogram{api.StartWarm: warm}},
+				{Minute: time.Date(2026, 5, 4, 11, 59, 0, 0, time.UTC), Counts: api.Counts{Invocations: 2, ColdStarts: 2},
+					Latency: map[api.StartKind]*api.Histogram{api.StartCold: cold}},
+			},
+			Totals:  api.Counts{Invocations: 42, WarmStarts: 40, ColdStarts: 2},
+			Latency: map[api.StartKind]*api.Histogram{api.StartWarm: warm, api.StartCold: cold},
+		}},
+	}, warm, cold
+}
+
+// helloState is the stream's state at fixedNow+1s: hello's cumulative
+// figures, the history's plus one more warm call.
+func helloState(warm, cold *api.Histogram) *api.ClusterState {
+	w := warm.Clone()
+	w.Observe(2)
+	return &api.ClusterState{
+		Time: fixedNow.Add(time.Second),
+		Functions: []api.FunctionStatus{{
+			Function: api.Function{FunctionSpec: api.FunctionSpec{Name: "hello", MemoryMB: 128}, Version: 1},
+			Stats:    api.FunctionStats{Invocations: 43, WarmStarts: 41, ColdStarts: 2},
+			Latency:  map[api.StartKind]*api.Histogram{api.StartWarm: w, api.StartCold: cold.Clone()},
+		}},
+	}
+}
+
+func TestConsoleOpenedAfterInvocations(t *testing.T) {
+	hist, warm, cold := servedHistory()
+	tests := []struct {
+		name       string
+		withHist   bool
+		windowKeys []string // w presses from the default 5m window
+		want       []string
+		dontWant   []string
+	}{
+		{name: "5m without history", want: []string{"cold    no invocations in this window", "warm    no invocations in this window"}},
+		{name: "5m", withHist: true, want: []string{"window 5m", "cold    n=2 ", "warm    n=41 "}, dontWant: []string{"cold    no invocations", "warm    no invocations"}},
+		{name: "15m", withHist: true, windowKeys: []string{"w"}, want: []string{"window 15m", "cold    n=2 ", "warm    n=41 "}},
+		{name: "1m", withHist: true, windowKeys: []string{"w", "w", "w"}, want: []string{"window 1m", "cold    n=2 ", "warm    n=1 "}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ch := make(chan api.StreamMessage, 1)
+			ch <- api.StreamMessage{State: helloState(warm, cold)}
+			var src Source = &fakeSource{stream: ch}
+			hs := &historySource{fakeSource: fakeSource{stream: ch}, hist: hist}
+			if tc.withHist {
+				src = hs
+			}
+			m, _ := send(t, newTestModel(src, WithClock(func() time.Time { return fixedNow.Add(time.Second) })), size(100, 30))
+			m, cmd := send(t, m, m.openStream()())
+			m = execCmd(t, m, cmd) // the state, then the history
+			if tc.withHist && hs.calls != 1 {
+				t.Fatalf("history fetched %d times on open; want 1", hs.calls)
+			}
+			m, _ = send(t, m, press("4"))
+			for _, k := range tc.windowKeys {
+				m, _ = send(t, m, press(k))
+			}
+			m, _ = send(t, m, renderMsg{})
+			v := m.View()
+			for _, w := range tc.want {
+				if !strings.Contains(v, w) {
+					t.Errorf("screen lacks %q:\n%s", w, v)
+				}
+			}
+			for _, w := range tc.dontWant {
+				if strings.Contains(v, w) {
+					t.Errorf("screen has %q:\n%s", w, v)
+				}
+			}
+		})
+	}
+
+	t.Run("reconnect and overview", func(t *testing.T) {
+		hs := &historySource{hist: hist}
+		m, _ := send(t, newTestModel(hs, WithClock(func() time.Time { return fixedNow.Add(time.Second) })), size(100, 30))
+		st := helloState(warm, cold)
+		m, _ = send(t, m, streamDataMsg{msg: api.StreamMessage{State: st}}, historyMsg{hist: hist})
+		// The connection breaks and comes back: the same history arrives
+		// again and must not count twice.
+		m, _ = send(t, m, streamClosedMsg{gen: 0, err: errRefused}, reconnectMsg{gen: 1})
+		m, _ = send(t, m, streamDataMsg{gen: 1, msg: api.StreamMessage{State: st}}, historyMsg{gen: 1, hist: hist}, press("4"), renderMsg{})
+		v := m.View()
+		for _, w := range []string{"cold    n=2 ", "warm    n=41 "} {
+			if !strings.Contains(v, w) {
+				t.Errorf("after a reconnect the 5m window lacks %q:\n%s", w, v)
+			}
+		}
+		// Cold starts per minute over the last 5 minutes: 2 in 5m06s.
+		m, _ = send(t, m, press("1"), renderMsg{})
+		if v := m.View(); !strings.Contains(v, "cold starts 0.4/min") {
+			t.Errorf("overview lacks the cold starts from history:\n%s", v)
+		}
+		// A history of a later generation is ignored.
+		if mm, _ := send(t, m, historyMsg{gen: 0, hist: &api.History{Time: fixedNow}}); len(mm.hist.lat) != len(m.hist.lat) {
+			t.Errorf("a stale connection's history changed the snapshots")
+		}
+	})
+}
