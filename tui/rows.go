@@ -170,40 +170,44 @@ func functionRows(c rowCtx) []row {
 	}
 	rows := make([]row, 0, len(c.st.Functions))
 	for _, f := range c.st.Functions {
-		r := newRow(f.Name, fnCols)
-		idle, busy, init := instanceCounts(f.Instances)
-		r.cells[fnColName] = f.Name
-		r.cells[fnColVer], r.num[fnColVer] = fmt.Sprint(f.Version), float64(f.Version)
-		r.cells[fnColMem], r.num[fnColMem] = formatMB(f.MemoryMB), float64(f.MemoryMB)
-		r.cells[fnColWarm], r.num[fnColWarm] = formatWarm(f.Pool), float64(f.Pool.EffectiveMinWarm)
-		if f.Pool.Auto {
-			r.tones[fnColWarm] = toneWarn
-		}
-		r.cells[fnColIdle], r.num[fnColIdle] = fmt.Sprint(idle), float64(idle)
-		r.cells[fnColBusy], r.num[fnColBusy] = fmt.Sprint(busy), float64(busy)
-		if busy > 0 {
-			r.tones[fnColBusy] = toneGood
-		}
-		r.cells[fnColInit], r.num[fnColInit] = fmt.Sprint(init), float64(init)
-		if init > 0 {
-			r.tones[fnColInit] = toneWarn
-		}
-		rate, _, ok := c.hist.fnRate(f.Name)
-		r.cells[fnColRate], r.num[fnColRate] = formatRate(rate, ok), rate
-		all := mergeKinds(f.Latency)
-		p50, p99 := all.Quantile(0.5), all.Quantile(0.99)
-		r.cells[fnColP50], r.num[fnColP50] = formatMsOr(p50, all.Count), p50
-		r.cells[fnColP99], r.num[fnColP99] = formatMsOr(p99, all.Count), p99
-		cs := coldShare(f.Stats)
-		r.cells[fnColCold], r.num[fnColCold] = formatPercent(cs), cs
-		r.tones[fnColCold] = coldTone(cs)
-		u := usageEstimate(f, c.prices)
-		r.cells[fnColGBs], r.num[fnColGBs] = formatGBs(u.GBSeconds), u.GBSeconds
-		r.cells[fnColCost], r.num[fnColCost] = formatUSD(u.Cost), u.Cost
-		rows = append(rows, r)
+		rows = append(rows, functionRow(c, f))
 	}
 	sortRows(rows, 0, false)
 	return rows
+}
+
+func functionRow(c rowCtx, f api.FunctionStatus) row {
+	r := newRow(f.Name, fnCols)
+	idle, busy, init := instanceCounts(f.Instances)
+	r.cells[fnColName] = f.Name
+	r.cells[fnColVer], r.num[fnColVer] = fmt.Sprint(f.Version), float64(f.Version)
+	r.cells[fnColMem], r.num[fnColMem] = formatMB(f.MemoryMB), float64(f.MemoryMB)
+	r.cells[fnColWarm], r.num[fnColWarm] = formatWarm(f.Pool), float64(f.Pool.EffectiveMinWarm)
+	if f.Pool.Auto {
+		r.tones[fnColWarm] = toneWarn
+	}
+	r.cells[fnColIdle], r.num[fnColIdle] = fmt.Sprint(idle), float64(idle)
+	r.cells[fnColBusy], r.num[fnColBusy] = fmt.Sprint(busy), float64(busy)
+	if busy > 0 {
+		r.tones[fnColBusy] = toneGood
+	}
+	r.cells[fnColInit], r.num[fnColInit] = fmt.Sprint(init), float64(init)
+	if init > 0 {
+		r.tones[fnColInit] = toneWarn
+	}
+	rate, _, ok := c.hist.fnRate(f.Name)
+	r.cells[fnColRate], r.num[fnColRate] = formatRate(rate, ok), rate
+	all := mergeKinds(f.Latency)
+	p50, p99 := all.Quantile(0.5), all.Quantile(0.99)
+	r.cells[fnColP50], r.num[fnColP50] = formatMsOr(p50, all.Count), p50
+	r.cells[fnColP99], r.num[fnColP99] = formatMsOr(p99, all.Count), p99
+	cs := coldShare(f.Stats)
+	r.cells[fnColCold], r.num[fnColCold] = formatPercent(cs), cs
+	r.tones[fnColCold] = coldTone(cs)
+	u := usageEstimate(f, c.prices)
+	r.cells[fnColGBs], r.num[fnColGBs] = formatGBs(u.GBSeconds), u.GBSeconds
+	r.cells[fnColCost], r.num[fnColCost] = formatUSD(u.Cost), u.Cost
+	return r
 }
 
 // topRows builds the overview's functions table: the busiest first.
@@ -213,27 +217,31 @@ func topRows(c rowCtx) []row {
 	}
 	rows := make([]row, 0, len(c.st.Functions))
 	for _, f := range c.st.Functions {
-		r := newRow(f.Name, topCols)
-		r.cells[topColName] = f.Name
-		rate, _, ok := c.hist.fnRate(f.Name)
-		r.cells[topColRate], r.num[topColRate] = formatRate(rate, ok), rate
-		all := mergeKinds(f.Latency)
-		p99 := all.Quantile(0.99)
-		r.cells[topColP99], r.num[topColP99] = formatMsOr(p99, all.Count), p99
-		cs := coldShare(f.Stats)
-		r.cells[topColCold], r.num[topColCold] = formatPercent(cs), cs
-		r.tones[topColCold] = coldTone(cs)
-		wh := math.NaN()
-		if s := f.Stats.ColdStarts + f.Stats.WarmStarts; s > 0 {
-			wh = 100 * float64(f.Stats.WarmStarts) / float64(s)
-		}
-		r.cells[topColWarm], r.num[topColWarm] = formatPercent(wh), wh
-		u := usageEstimate(f, c.prices)
-		r.cells[topColCost], r.num[topColCost] = formatUSD(u.Cost), u.Cost
-		rows = append(rows, r)
+		rows = append(rows, topRow(c, f))
 	}
 	sortRows(rows, topColRate, true)
 	return rows
+}
+
+func topRow(c rowCtx, f api.FunctionStatus) row {
+	r := newRow(f.Name, topCols)
+	r.cells[topColName] = f.Name
+	rate, _, ok := c.hist.fnRate(f.Name)
+	r.cells[topColRate], r.num[topColRate] = formatRate(rate, ok), rate
+	all := mergeKinds(f.Latency)
+	p99 := all.Quantile(0.99)
+	r.cells[topColP99], r.num[topColP99] = formatMsOr(p99, all.Count), p99
+	cs := coldShare(f.Stats)
+	r.cells[topColCold], r.num[topColCold] = formatPercent(cs), cs
+	r.tones[topColCold] = coldTone(cs)
+	wh := math.NaN()
+	if s := f.Stats.ColdStarts + f.Stats.WarmStarts; s > 0 {
+		wh = 100 * float64(f.Stats.WarmStarts) / float64(s)
+	}
+	r.cells[topColWarm], r.num[topColWarm] = formatPercent(wh), wh
+	u := usageEstimate(f, c.prices)
+	r.cells[topColCost], r.num[topColCost] = formatUSD(u.Cost), u.Cost
+	return r
 }
 
 // agentRows builds the agents table with CPU and memory sparklines.
@@ -243,40 +251,44 @@ func agentRows(c rowCtx) []row {
 	}
 	rows := make([]row, 0, len(c.st.Agents))
 	for _, a := range c.st.Agents {
-		r := newRow(a.Name, agentCols)
-		r.cells[agentColName] = a.Name
-		r.cells[agentColState] = string(a.State)
-		if r.cells[agentColState] == "" {
-			r.cells[agentColState] = "-"
-		}
-		r.tones[agentColState] = agentTone(a.State)
-		var cpuH, memH series
-		if c.hist != nil {
-			cpuH, memH = c.hist.cpu[a.Name], c.hist.mem[a.Name]
-		}
-		r.cells[agentColCPU] = sparkline(cpuH, 0, 100, sparkW) + " " + padLeft(formatPercent(a.Stats.CPUPercent), 6)
-		r.num[agentColCPU] = a.Stats.CPUPercent
-		r.tones[agentColCPU] = loadTone(a.Stats.CPUPercent)
-		r.cells[agentColMem] = sparkline(memH, 0, 100, sparkW) + " " + formatMem(a.Stats.MemUsedBytes, a.Stats.MemTotalBytes)
-		r.num[agentColMem] = float64(a.Stats.MemUsedBytes)
-		if a.Stats.MemTotalBytes > 0 {
-			r.tones[agentColMem] = loadTone(100 * float64(a.Stats.MemUsedBytes) / float64(a.Stats.MemTotalBytes))
-		}
-		r.cells[agentColLoad], r.num[agentColLoad] = formatLoad(a.Stats.Load1), a.Stats.Load1
-		n := liveInstances(a.Instances)
-		r.cells[agentColInst], r.num[agentColInst] = fmt.Sprint(n), float64(n)
-		r.cells[agentColReserved], r.num[agentColReserved] = formatMB(a.ReservedMB)+"/"+formatMB(a.CapacityMB), float64(a.ReservedMB)
-		if a.State == api.AgentGone {
-			for i := range r.tones {
-				if i != agentColState {
-					r.tones[i] = toneDim
-				}
-			}
-		}
-		rows = append(rows, r)
+		rows = append(rows, agentRow(c, a))
 	}
 	sortRows(rows, 0, false)
 	return rows
+}
+
+func agentRow(c rowCtx, a api.AgentStatus) row {
+	r := newRow(a.Name, agentCols)
+	r.cells[agentColName] = a.Name
+	r.cells[agentColState] = string(a.State)
+	if r.cells[agentColState] == "" {
+		r.cells[agentColState] = "-"
+	}
+	r.tones[agentColState] = agentTone(a.State)
+	var cpuH, memH series
+	if c.hist != nil {
+		cpuH, memH = c.hist.cpu[a.Name], c.hist.mem[a.Name]
+	}
+	r.cells[agentColCPU] = sparkline(cpuH, 0, 100, sparkW) + " " + padLeft(formatPercent(a.Stats.CPUPercent), 6)
+	r.num[agentColCPU] = a.Stats.CPUPercent
+	r.tones[agentColCPU] = loadTone(a.Stats.CPUPercent)
+	r.cells[agentColMem] = sparkline(memH, 0, 100, sparkW) + " " + formatMem(a.Stats.MemUsedBytes, a.Stats.MemTotalBytes)
+	r.num[agentColMem] = float64(a.Stats.MemUsedBytes)
+	if a.Stats.MemTotalBytes > 0 {
+		r.tones[agentColMem] = loadTone(100 * float64(a.Stats.MemUsedBytes) / float64(a.Stats.MemTotalBytes))
+	}
+	r.cells[agentColLoad], r.num[agentColLoad] = formatLoad(a.Stats.Load1), a.Stats.Load1
+	n := liveInstances(a.Instances)
+	r.cells[agentColInst], r.num[agentColInst] = fmt.Sprint(n), float64(n)
+	r.cells[agentColReserved], r.num[agentColReserved] = formatMB(a.ReservedMB)+"/"+formatMB(a.CapacityMB), float64(a.ReservedMB)
+	if a.State == api.AgentGone {
+		for i := range r.tones {
+			if i != agentColState {
+				r.tones[i] = toneDim
+			}
+		}
+	}
+	return r
 }
 
 // poolColumns are the pools grid's columns: the function, its pool size,
@@ -316,58 +328,64 @@ func poolRows(st *api.ClusterState) []row {
 	names := agentNames(st)
 	rows := make([]row, 0, len(st.Functions))
 	for _, f := range st.Functions {
-		r := newRow(f.Name, 3+len(names))
-		r.cells[0] = f.Name
-		r.cells[1], r.num[1] = formatWarm(f.Pool), float64(f.Pool.EffectiveMinWarm)
-		idle, busy, _ := instanceCounts(f.Instances)
-		r.cells[2], r.num[2] = fmt.Sprintf("%d+%d", idle, busy), float64(idle+busy)
-		shares := map[string]api.PoolShare{}
-		for _, s := range f.Pool.Shares {
-			shares[s.Agent] = s
-		}
-		// Instances per agent, for agents without a share entry.
-		type ib struct{ idle, busy int }
-		counted := map[string]ib{}
-		for _, in := range f.Instances {
-			v := counted[in.Agent]
-			switch in.State {
-			case api.StateIdle:
-				v.idle++
-			case api.StateBusy:
-				v.busy++
-			}
-			counted[in.Agent] = v
-		}
-		for i, n := range names {
-			c := 3 + i
-			s, ok := shares[n]
-			v := counted[n]
-			if ok {
-				v = ib{s.Idle, s.Busy}
-			}
-			target := "-"
-			if ok && s.MinWarm > 0 {
-				target = fmt.Sprint(s.MinWarm)
-			}
-			if v.idle == 0 && v.busy == 0 && target == "-" {
-				r.cells[c] = "·"
-				r.tones[c] = toneDim
-				r.num[c] = 0
-				continue
-			}
-			r.cells[c] = fmt.Sprintf("%d+%d/%s", v.idle, v.busy, target)
-			r.num[c] = float64(v.idle + v.busy)
-			switch {
-			case ok && v.idle < s.MinWarm:
-				r.tones[c] = toneWarn // below target: prewarming
-			case v.busy > 0:
-				r.tones[c] = toneGood
-			}
-		}
-		rows = append(rows, r)
+		rows = append(rows, poolRow(f, names))
 	}
 	sortRows(rows, 0, false)
 	return rows
+}
+
+// poolRow is one function's row of the pools grid; names are the agents
+// in column order.
+func poolRow(f api.FunctionStatus, names []string) row {
+	r := newRow(f.Name, 3+len(names))
+	r.cells[0] = f.Name
+	r.cells[1], r.num[1] = formatWarm(f.Pool), float64(f.Pool.EffectiveMinWarm)
+	idle, busy, _ := instanceCounts(f.Instances)
+	r.cells[2], r.num[2] = fmt.Sprintf("%d+%d", idle, busy), float64(idle+busy)
+	shares := map[string]api.PoolShare{}
+	for _, s := range f.Pool.Shares {
+		shares[s.Agent] = s
+	}
+	// Instances per agent, for agents without a share entry.
+	type ib struct{ idle, busy int }
+	counted := map[string]ib{}
+	for _, in := range f.Instances {
+		v := counted[in.Agent]
+		switch in.State {
+		case api.StateIdle:
+			v.idle++
+		case api.StateBusy:
+			v.busy++
+		}
+		counted[in.Agent] = v
+	}
+	for i, n := range names {
+		c := 3 + i
+		s, ok := shares[n]
+		v := counted[n]
+		if ok {
+			v = ib{s.Idle, s.Busy}
+		}
+		target := "-"
+		if ok && s.MinWarm > 0 {
+			target = fmt.Sprint(s.MinWarm)
+		}
+		if v.idle == 0 && v.busy == 0 && target == "-" {
+			r.cells[c] = "·"
+			r.tones[c] = toneDim
+			r.num[c] = 0
+			continue
+		}
+		r.cells[c] = fmt.Sprintf("%d+%d/%s", v.idle, v.busy, target)
+		r.num[c] = float64(v.idle + v.busy)
+		switch {
+		case ok && v.idle < s.MinWarm:
+			r.tones[c] = toneWarn // below target: prewarming
+		case v.busy > 0:
+			r.tones[c] = toneGood
+		}
+	}
+	return r
 }
 
 // Column indexes of the billing table.
@@ -410,13 +428,17 @@ func billRows(us []api.Usage, pools map[string]float64) []row {
 }
 
 func billRow(u api.Usage, pools map[string]float64) row {
+	return billRowCost(u, pools[u.Function])
+}
+
+// billRowCost is billRow with the function's warm pool cost per hour.
+func billRowCost(u api.Usage, ph float64) row {
 	r := newRow(u.Function, billCols)
 	r.cells[billColName] = u.Function
 	r.cells[billColReq], r.num[billColReq] = formatCount(u.Requests), float64(u.Requests)
 	r.cells[billColGBs], r.num[billColGBs] = formatGBs(u.GBSeconds), u.GBSeconds
 	r.cells[billColWarm], r.num[billColWarm] = formatGBs(u.WarmthGBSeconds), u.WarmthGBSeconds
 	r.cells[billColCost], r.num[billColCost] = formatUSD(u.Cost), u.Cost
-	ph := pools[u.Function]
 	r.cells[billColPool], r.num[billColPool] = formatUSD(ph)+"/h", ph
 	if ph == 0 {
 		r.cells[billColPool] = "-"
