@@ -75,3 +75,56 @@ func BenchmarkApplyState(b *testing.B) {
 		i++
 	}
 }
+
+// quietStates are n successive states of 1,000 functions on 50 agents in
+// which little changes from one to the next: 10 busy functions take
+// invocations (counters and warm histograms move) and 5 agents' CPU moves;
+// the rest stays as it was. Each state is built on its own, as decoding
+// the stream builds it.
+func quietStates(n int) []*api.ClusterState {
+	out := make([]*api.ClusterState, n)
+	for s := range n {
+		st := bigState(0)
+		st.Time = fixedNow.Add(time.Duration(s) * time.Second)
+		for a := range 5 {
+			st.Agents[a].Stats.CPUPercent = float64((a*7 + s) % 100)
+		}
+		for f := range 10 {
+			fs := &st.Functions[f*97]
+			fs.Stats.Invocations += int64(s * 20)
+			fs.Stats.WarmStarts += int64(s * 20)
+			fs.Latency[api.StartWarm] = observe(200+s*20, 0.5, 20)
+		}
+		out[s] = st
+	}
+	return out
+}
+
+// BenchmarkApplyStateQuiet is the cost of taking in one stream state in
+// which little changed, with the console building every table anew
+// (full, the old path) and reusing the rows of what did not change
+// (incremental), in the same run.
+func BenchmarkApplyStateQuiet(b *testing.B) {
+	states := quietStates(64)
+	for _, full := range []bool{true, false} {
+		name := "incremental"
+		if full {
+			name = "full"
+		}
+		b.Run(name, func(b *testing.B) {
+			m, _ := send(b, newTestModel(nil), size(160, 50))
+			m.fullRebuild = full
+			for i := range 20 { // past the first states: sparklines filled, rates known
+				m, _ = send(b, m, streamDataMsg{msg: api.StreamMessage{State: states[i]}})
+			}
+			i := 20
+			b.ReportAllocs()
+			for b.Loop() {
+				st := *states[i%len(states)]
+				st.Time = fixedNow.Add(time.Duration(i) * time.Second)
+				m, _ = send(b, m, streamDataMsg{msg: api.StreamMessage{State: &st}})
+				i++
+			}
+		})
+	}
+}

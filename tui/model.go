@@ -265,6 +265,9 @@ type Model struct {
 	cache         *renderCache
 	frame         uint64
 	renderPending bool
+
+	in          intake // what the tables were built from (intake.go)
+	fullRebuild bool   // build every table from scratch on each state (the benchmarks' baseline)
 }
 
 var _ tea.Model = Model{}
@@ -514,14 +517,17 @@ func (m *Model) rebuild() {
 	c := rowCtx{st: m.state, hist: m.hist, prices: m.prices}
 	m.sum = summarize(m.state)
 	m.kpi = clusterKPIs(c)
-	m.rows[tblAgents] = agentRows(c)
-	m.rows[tblTop] = topRows(c)
-	m.rows[tblFunctions] = functionRows(c)
-	m.rows[tblPools] = poolRows(m.state)
-	m.rows[tblInstances] = instanceRows(m.state, m.detailFn)
-	m.rebuildBill()
-	for _, t := range []int{tblAgents, tblTop, tblFunctions, tblPools, tblInstances} {
-		m.follow(t)
+	if !m.rebuildChanged(c) {
+		m.rows[tblAgents] = agentRows(c)
+		m.rows[tblTop] = topRows(c)
+		m.rows[tblFunctions] = functionRows(c)
+		m.rows[tblPools] = poolRows(m.state)
+		m.rows[tblInstances] = instanceRows(m.state, m.detailFn)
+		m.rebuildBill()
+		for _, t := range []int{tblAgents, tblTop, tblFunctions, tblPools, tblInstances} {
+			m.follow(t)
+		}
+		m.remember(c)
 	}
 	if m.selFn == "" || findFunction(m.state, m.selFn) == nil {
 		if rs := m.rows[tblFunctions]; len(rs) > 0 {
@@ -550,9 +556,13 @@ func (m *Model) billUsage() (per []api.Usage, total api.Usage, poolsPerHour floa
 }
 
 func (m *Model) rebuildBill() {
-	per, _, _, pools, _ := m.billUsage()
+	per, _, _, pools, estimate := m.billUsage()
 	m.rows[tblBill] = billRows(per, pools)
 	m.follow(tblBill)
+	m.in.bill, m.in.estimate, m.in.billSet = m.bill, estimate, true
+	if estimate {
+		m.in.bill = nil
+	}
 }
 
 // visible is a table's rows as shown: filtered and sorted.
@@ -587,7 +597,11 @@ func (m *Model) columns(t int) []column {
 // follow keeps a table's cursor on the row with the same key after the
 // rows changed; if that row is gone the cursor keeps its index, clamped.
 func (m *Model) follow(t int) {
-	m.tables[t] = follow(m.tables[t], m.visible(t))
+	rows := m.rows[t]
+	if !m.inBuildOrder(t) {
+		rows = m.visible(t)
+	}
+	m.tables[t] = follow(m.tables[t], rows)
 }
 
 func follow(t tableState, rows []row) tableState {

@@ -733,17 +733,18 @@ func clusterKPIs(c rowCtx) kpis {
 	k.coldPerMin, k.coldShare, _ = c.hist.clusterCold()
 	var warm, starts int64
 	if c.st != nil {
-		for _, f := range c.st.Functions {
+		for i := range c.st.Functions {
+			f := &c.st.Functions[i]
 			warm += f.Stats.WarmStarts
 			starts += f.Stats.WarmStarts + f.Stats.ColdStarts
-			k.poolsPerHour += poolCostPerHour(f, c.prices)
+			k.poolsPerHour += poolCostPerHour(*f, c.prices)
+			k.cost.Add(usageEstimate(*f, c.prices))
 		}
 	}
 	k.warmHit = math.NaN()
 	if starts > 0 {
 		k.warmHit = 100 * float64(warm) / float64(starts)
 	}
-	_, k.cost = estimateTotals(c.st, c.prices)
 	return k
 }
 

@@ -2,6 +2,7 @@ package tui
 
 import (
 	"math"
+	"slices"
 	"sort"
 	"time"
 
@@ -50,11 +51,14 @@ type latSnap struct {
 type series []float64
 
 func (s series) push(v float64, n int) series {
-	s = append(s, v)
-	if len(s) > n {
-		s = append(series(nil), s[len(s)-n:]...)
+	if len(s) >= n && n > 0 {
+		// Full: shift in place (a series belongs to the history alone).
+		s = s[len(s)-n:]
+		copy(s, s[1:])
+		s[n-1] = v
+		return s
 	}
-	return s
+	return append(s, v)
 }
 
 // history is what the console remembers of past states.
@@ -140,6 +144,15 @@ func (h *history) snapshot(st *api.ClusterState, t time.Time) latSnap {
 		cnt: make(map[string]counters, len(st.Functions))}
 	for _, f := range st.Functions {
 		s.cnt[f.Name] = counters{inv: f.Stats.Invocations, cold: f.Stats.ColdStarts, warm: f.Stats.WarmStarts, errs: f.Stats.Errors}
+		if p := prev[f.Name]; p != nil && sameCounts(p, f.Latency) {
+			s.fns[f.Name] = p // nothing changed: share the whole map
+			for k, hg := range f.Latency {
+				if hg != nil {
+					addTo(s.all, k, hg)
+				}
+			}
+			continue
+		}
 		m := make(map[api.StartKind]*api.Histogram, len(f.Latency))
 		for k, hg := range f.Latency {
 			if hg == nil {
@@ -160,6 +173,22 @@ func (h *history) snapshot(st *api.ClusterState, t time.Time) latSnap {
 		s.fns[f.Name] = m
 	}
 	return s
+}
+
+// sameCounts says whether a snapshot's histograms p hold the counts of cur
+// for every start kind (nil entries of cur left out).
+func sameCounts(p, cur map[api.StartKind]*api.Histogram) bool {
+	n := 0
+	for k, hg := range cur {
+		if hg == nil {
+			continue
+		}
+		n++
+		if q := p[k]; q == nil || q.Count != hg.Count {
+			return false
+		}
+	}
+	return n == len(p)
 }
 
 // delta is the change of a cumulative counter; a counter that went down
@@ -348,7 +377,13 @@ func currentLatency(st *api.ClusterState, fn string) map[api.StartKind]*api.Hist
 // mergeKinds sums the histograms of every start kind.
 func mergeKinds(m map[api.StartKind]*api.Histogram) *api.Histogram {
 	out := &api.Histogram{}
-	for _, k := range sortedKinds(m) {
+	var buf [8]api.StartKind
+	ks := buf[:0]
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks) // the same sums whatever the map's order
+	for _, k := range ks {
 		out.Merge(m[k])
 	}
 	return out
