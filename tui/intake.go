@@ -23,6 +23,7 @@ type intake struct {
 	bill     *api.Bill
 	estimate bool
 	billSet  bool
+	patched  int // states taken in by patching (tests look)
 }
 
 type rateSig struct {
@@ -134,8 +135,8 @@ func patchRows(rows []row, changed []int, key func(int) string, build func(int) 
 	return out, true
 }
 
-// patchLimit: above this share of changed rows, building the table anew
-// is cheaper than finding each row.
+// patchLimit: above this many changed rows and this share (1/patchLimit)
+// of all, building the tables anew is cheaper than finding each row.
 const patchLimit = 8
 
 // buildOrder is the order each state-derived table's rows are built in;
@@ -197,7 +198,7 @@ func (m *Model) rebuildChanged(c rowCtx) bool {
 			agents = append(agents, i)
 		}
 	}
-	if len(shown)*patchLimit > len(st.Functions) {
+	if len(shown) > patchLimit && len(shown)*patchLimit > len(st.Functions) {
 		return false
 	}
 
@@ -248,6 +249,7 @@ func (m *Model) rebuildChanged(c rowCtx) bool {
 	m.rows[tblInstances] = instanceRows(st, m.detailFn)
 	m.follow(tblInstances)
 	in.st, in.rates, in.sparks = st, rates, sparks
+	in.patched++
 	return true
 }
 
