@@ -204,6 +204,7 @@ func (m *Model) rebuildChanged(c rowCtx) bool {
 
 	fnKey := func(i int) string { return st.Functions[i].Name }
 	names := agentNames(st)
+	c.arena = newRowArena(len(shown)*(fnCols+topCols) + len(content)*(3+len(names)+billCols) + len(agents)*agentCols)
 	var rows [numTables][]row
 	ok := true
 	patch := func(t int, changed []int, key func(int) string, build func(int) row) {
@@ -215,7 +216,7 @@ func (m *Model) rebuildChanged(c rowCtx) bool {
 	}
 	patch(tblFunctions, shown, fnKey, func(i int) row { return functionRow(c, st.Functions[i]) })
 	patch(tblTop, shown, fnKey, func(i int) row { return topRow(c, st.Functions[i]) })
-	patch(tblPools, content, fnKey, func(i int) row { return poolRow(st.Functions[i], names) })
+	patch(tblPools, content, fnKey, func(i int) row { return poolRow(c.arena, st.Functions[i], names) })
 	patch(tblAgents, agents, func(i int) string { return st.Agents[i].Name }, func(i int) row { return agentRow(c, st.Agents[i]) })
 	billFromBill := m.bill != nil && m.billErr == nil
 	switch {
@@ -232,7 +233,7 @@ func (m *Model) rebuildChanged(c rowCtx) bool {
 	default:
 		patch(tblBill, content, fnKey, func(i int) row {
 			f := st.Functions[i]
-			return billRowCost(usageEstimate(f, m.prices), poolCostPerHour(f, m.prices))
+			return billRowCost(c.arena, usageEstimate(f, m.prices), poolCostPerHour(f, m.prices))
 		})
 	}
 	if !ok {
