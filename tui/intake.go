@@ -203,8 +203,12 @@ func (m *Model) rebuildChanged(c rowCtx) bool {
 	}
 
 	fnKey := func(i int) string { return st.Functions[i].Name }
-	names := agentNames(st)
-	c.arena = newRowArena(len(shown)*(fnCols+topCols) + len(content)*(3+len(names)+billCols) + len(agents)*agentCols)
+	var grid *poolGrid
+	if len(content) > 0 {
+		grid = newPoolGrid(st)
+	}
+	nAgents := len(st.Agents)
+	c.arena = newRowArena(len(shown)*(fnCols+topCols) + len(content)*(3+nAgents+billCols) + len(agents)*agentCols)
 	var rows [numTables][]row
 	ok := true
 	patch := func(t int, changed []int, key func(int) string, build func(int) row) {
@@ -216,7 +220,7 @@ func (m *Model) rebuildChanged(c rowCtx) bool {
 	}
 	patch(tblFunctions, shown, fnKey, func(i int) row { return functionRow(c, st.Functions[i]) })
 	patch(tblTop, shown, fnKey, func(i int) row { return topRow(c, st.Functions[i]) })
-	patch(tblPools, content, fnKey, func(i int) row { return poolRow(c.arena, st.Functions[i], names) })
+	patch(tblPools, content, fnKey, func(i int) row { return grid.row(c.arena, st.Functions[i]) })
 	patch(tblAgents, agents, func(i int) string { return st.Agents[i].Name }, func(i int) row { return agentRow(c, st.Agents[i]) })
 	billFromBill := m.bill != nil && m.billErr == nil
 	switch {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -208,24 +209,27 @@ func functionRow(c rowCtx, f api.FunctionStatus) row {
 	r := c.arena.row(f.Name, fnCols)
 	idle, busy, init := instanceCounts(f.Instances)
 	r.cells[fnColName] = f.Name
-	r.cells[fnColVer], r.num[fnColVer] = fmt.Sprint(f.Version), float64(f.Version)
+	r.cells[fnColVer], r.num[fnColVer] = strconv.Itoa(f.Version), float64(f.Version)
 	r.cells[fnColMem], r.num[fnColMem] = formatMB(f.MemoryMB), float64(f.MemoryMB)
 	r.cells[fnColWarm], r.num[fnColWarm] = formatWarm(f.Pool), float64(f.Pool.EffectiveMinWarm)
 	if f.Pool.Auto {
 		r.tones[fnColWarm] = toneWarn
 	}
-	r.cells[fnColIdle], r.num[fnColIdle] = fmt.Sprint(idle), float64(idle)
-	r.cells[fnColBusy], r.num[fnColBusy] = fmt.Sprint(busy), float64(busy)
+	r.cells[fnColIdle], r.num[fnColIdle] = strconv.Itoa(idle), float64(idle)
+	r.cells[fnColBusy], r.num[fnColBusy] = strconv.Itoa(busy), float64(busy)
 	if busy > 0 {
 		r.tones[fnColBusy] = toneGood
 	}
-	r.cells[fnColInit], r.num[fnColInit] = fmt.Sprint(init), float64(init)
+	r.cells[fnColInit], r.num[fnColInit] = strconv.Itoa(init), float64(init)
 	if init > 0 {
 		r.tones[fnColInit] = toneWarn
 	}
 	rate, _, ok := c.hist.fnRate(f.Name)
 	r.cells[fnColRate], r.num[fnColRate] = formatRate(rate, ok), rate
-	all := mergeKinds(f.Latency)
+	var all api.Histogram
+	var counts [api.HistBuckets]int64
+	all.Counts = counts[:]
+	mergeKindsInto(&all, f.Latency)
 	p50, p99 := all.Quantile(0.5), all.Quantile(0.99)
 	r.cells[fnColP50], r.num[fnColP50] = formatMsOr(p50, all.Count), p50
 	r.cells[fnColP99], r.num[fnColP99] = formatMsOr(p99, all.Count), p99
@@ -257,7 +261,10 @@ func topRow(c rowCtx, f api.FunctionStatus) row {
 	r.cells[topColName] = f.Name
 	rate, _, ok := c.hist.fnRate(f.Name)
 	r.cells[topColRate], r.num[topColRate] = formatRate(rate, ok), rate
-	all := mergeKinds(f.Latency)
+	var all api.Histogram
+	var counts [api.HistBuckets]int64
+	all.Counts = counts[:]
+	mergeKindsInto(&all, f.Latency)
 	p99 := all.Quantile(0.99)
 	r.cells[topColP99], r.num[topColP99] = formatMsOr(p99, all.Count), p99
 	cs := coldShare(f.Stats)
@@ -309,7 +316,7 @@ func agentRow(c rowCtx, a api.AgentStatus) row {
 	}
 	r.cells[agentColLoad], r.num[agentColLoad] = formatLoad(a.Stats.Load1), a.Stats.Load1
 	n := liveInstances(a.Instances)
-	r.cells[agentColInst], r.num[agentColInst] = fmt.Sprint(n), float64(n)
+	r.cells[agentColInst], r.num[agentColInst] = strconv.Itoa(n), float64(n)
 	r.cells[agentColReserved], r.num[agentColReserved] = formatMB(a.ReservedMB)+"/"+formatMB(a.CapacityMB), float64(a.ReservedMB)
 	if a.State == api.AgentGone {
 		for i := range r.tones {
@@ -355,64 +362,91 @@ func poolRows(st *api.ClusterState) []row {
 	if st == nil {
 		return nil
 	}
-	names := agentNames(st)
+	g := newPoolGrid(st)
 	rows := make([]row, 0, len(st.Functions))
-	a := newRowArena(len(st.Functions) * (3 + len(names)))
+	a := newRowArena(len(st.Functions) * (3 + len(g.names)))
 	for _, f := range st.Functions {
-		rows = append(rows, poolRow(a, f, names))
+		rows = append(rows, g.row(a, f))
 	}
 	sortRows(rows, 0, false)
 	return rows
 }
 
-// poolRow is one function's row of the pools grid; names are the agents
-// in column order.
-func poolRow(a *rowArena, f api.FunctionStatus, names []string) row {
-	r := a.row(f.Name, 3+len(names))
+// poolGrid builds the pools grid's rows: its columns are the agents in
+// name order.
+type poolGrid struct {
+	names []string
+	col   map[string]int // agent → index in names
+	cells []poolCell     // scratch, one per agent
+}
+
+type poolCell struct {
+	idle, busy int
+	share      *api.PoolShare
+}
+
+func newPoolGrid(st *api.ClusterState) *poolGrid {
+	g := &poolGrid{names: agentNames(st)}
+	g.col = make(map[string]int, len(g.names))
+	for i, n := range g.names {
+		g.col[n] = i
+	}
+	g.cells = make([]poolCell, len(g.names))
+	return g
+}
+
+// row is one function's row: per agent "idle+busy/target" where target is
+// the agent's share of min_warm ("-" when it has none).
+func (g *poolGrid) row(a *rowArena, f api.FunctionStatus) row {
+	r := a.row(f.Name, 3+len(g.names))
 	r.cells[0] = f.Name
 	r.cells[1], r.num[1] = formatWarm(f.Pool), float64(f.Pool.EffectiveMinWarm)
 	idle, busy, _ := instanceCounts(f.Instances)
-	r.cells[2], r.num[2] = fmt.Sprintf("%d+%d", idle, busy), float64(idle+busy)
-	shares := map[string]api.PoolShare{}
-	for _, s := range f.Pool.Shares {
-		shares[s.Agent] = s
+	r.cells[2], r.num[2] = strconv.Itoa(idle)+"+"+strconv.Itoa(busy), float64(idle+busy)
+	clear(g.cells)
+	for i := range f.Pool.Shares {
+		if c, ok := g.col[f.Pool.Shares[i].Agent]; ok {
+			g.cells[c].share = &f.Pool.Shares[i] // the last entry of an agent wins
+		}
 	}
 	// Instances per agent, for agents without a share entry.
-	type ib struct{ idle, busy int }
-	counted := map[string]ib{}
 	for _, in := range f.Instances {
-		v := counted[in.Agent]
+		c, ok := g.col[in.Agent]
+		if !ok {
+			continue
+		}
 		switch in.State {
 		case api.StateIdle:
-			v.idle++
+			g.cells[c].idle++
 		case api.StateBusy:
-			v.busy++
+			g.cells[c].busy++
 		}
-		counted[in.Agent] = v
 	}
-	for i, n := range names {
+	for i := range g.names {
 		c := 3 + i
-		s, ok := shares[n]
-		v := counted[n]
+		pc := g.cells[i]
+		s, ok := api.PoolShare{}, pc.share != nil
+		idle, busy := pc.idle, pc.busy
 		if ok {
-			v = ib{s.Idle, s.Busy}
+			s = *pc.share
+			idle, busy = s.Idle, s.Busy
 		}
 		target := "-"
 		if ok && s.MinWarm > 0 {
-			target = fmt.Sprint(s.MinWarm)
+			target = strconv.Itoa(s.MinWarm)
 		}
-		if v.idle == 0 && v.busy == 0 && target == "-" {
+		if idle == 0 && busy == 0 && target == "-" {
 			r.cells[c] = "·"
 			r.tones[c] = toneDim
 			r.num[c] = 0
 			continue
 		}
-		r.cells[c] = fmt.Sprintf("%d+%d/%s", v.idle, v.busy, target)
-		r.num[c] = float64(v.idle + v.busy)
+		r.cells[c] = strconv.Itoa(idle) + "+" + strconv.Itoa(busy) + "/" + target
+		r.num[c] = float64(idle + busy)
 		switch {
-		case ok && v.idle < s.MinWarm:
+		case ok && idle < s.MinWarm:
 			r.tones[c] = toneWarn // below target: prewarming
-		case v.busy > 0:
+		case busy > 0:
 			r.tones[c] = toneGood
 		}
 	}
@@ -873,7 +907,10 @@ func sparkline(vs []float64, lo, hi float64, width int) string {
 		}
 	}
 	var b strings.Builder
-	b.WriteString(strings.Repeat(" ", width-len(vs)))
+	b.Grow(width * 3) // the blocks are 3 bytes in UTF-8
+	for range width - len(vs) {
+		b.WriteByte(' ')
+	}
 	for _, v := range vs {
 		if math.IsNaN(v) {
 			b.WriteByte(' ')
@@ -897,15 +934,15 @@ const (
 func formatBytes(b uint64) string {
 	switch {
 	case b < kib:
-		return fmt.Sprintf("%d B", b)
+		return strconv.FormatUint(b, 10) + " B"
 	case b < mib:
-		return fmt.Sprintf("%d KB", b/kib)
+		return strconv.FormatUint(b/kib, 10) + " KB"
 	case b < gib:
-		return fmt.Sprintf("%d MB", b/mib)
+		return strconv.FormatUint(b/mib, 10) + " MB"
 	case b < tib:
-		return fmt.Sprintf("%.1f GB", float64(b)/gib)
+		return fixed("", float64(b)/gib, 1, " GB")
 	default:
-		return fmt.Sprintf("%.1f TB", float64(b)/tib)
+		return fixed("", float64(b)/tib, 1, " TB")
 	}
 }
 
@@ -923,7 +960,7 @@ func formatMB(mb int) string {
 	if mb < 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%d MB", mb)
+	return strconv.Itoa(mb) + " MB"
 }
 
 // formatWarm renders a pool as "min/max" ("-" for no cap), with "A" when
@@ -931,13 +968,13 @@ func formatMB(mb int) string {
 func formatWarm(p api.PoolStatus) string {
 	mx := "-"
 	if p.MaxInstances > 0 {
-		mx = fmt.Sprint(p.MaxInstances)
+		mx = strconv.Itoa(p.MaxInstances)
 	}
-	s := fmt.Sprintf("%d/%s", p.EffectiveMinWarm, mx)
+	a := ""
 	if p.Auto {
-		s = "A " + s
+		a = "A "
 	}
-	return s
+	return a + strconv.Itoa(p.EffectiveMinWarm) + "/" + mx
 }
 
 // formatPercent renders a percentage with one decimal; NaN, infinities and
@@ -946,7 +983,7 @@ func formatPercent(p float64) string {
 	if math.IsNaN(p) || math.IsInf(p, 0) || p < 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%.1f%%", p)
+	return fixed("", p, 1, "%")
 }
 
 // formatLoad renders a load average with two decimals.
@@ -954,7 +991,7 @@ func formatLoad(l float64) string {
 	if math.IsNaN(l) || math.IsInf(l, 0) || l < 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%.2f", l)
+	return fixed("", l, 2, "")
 }
 
 // formatSeconds renders a duration in seconds ("30s", "2.5s"), below a
@@ -981,13 +1018,13 @@ func formatCount(n int64) string {
 	case n < 0:
 		return "-"
 	case n < 100_000:
-		return fmt.Sprint(n)
+		return strconv.FormatInt(n, 10)
 	case n < 1_000_000:
-		return fmt.Sprintf("%dk", n/1000)
+		return strconv.FormatInt(n/1000, 10) + "k"
 	case n < 1_000_000_000:
-		return fmt.Sprintf("%.1fM", float64(n)/1e6)
+		return fixed("", float64(n)/1e6, 1, "M")
 	default:
-		return fmt.Sprintf("%.1fG", float64(n)/1e9)
+		return fixed("", float64(n)/1e9, 1, "G")
 	}
 }
 
@@ -1000,15 +1037,15 @@ func formatMs(ms float64) string {
 	case ms == 0:
 		return "0 ms"
 	case ms < 10:
-		return fmt.Sprintf("%.2f ms", ms)
+		return fixed("", ms, 2, " ms")
 	case ms < 100:
-		return fmt.Sprintf("%.1f ms", ms)
+		return fixed("", ms, 1, " ms")
 	case ms < 1000:
-		return fmt.Sprintf("%.0f ms", ms)
+		return fixed("", ms, 0, " ms")
 	case ms < 100_000:
-		return fmt.Sprintf("%.2f s", ms/1000)
+		return fixed("", ms/1000, 2, " s")
 	default:
-		return fmt.Sprintf("%.0f s", ms/1000)
+		return fixed("", ms/1000, 0, " s")
 	}
 }
 
@@ -1028,11 +1065,11 @@ func formatRate(r float64, ok bool) string {
 	case r == 0:
 		return "0/s"
 	case r < 10:
-		return fmt.Sprintf("%.2f/s", r)
+		return fixed("", r, 2, "/s")
 	case r < 100:
-		return fmt.Sprintf("%.1f/s", r)
+		return fixed("", r, 1, "/s")
 	}
-	return fmt.Sprintf("%.0f/s", r)
+	return fixed("", r, 0, "/s")
 }
 
 // formatGBs renders GB-seconds.
@@ -1043,11 +1080,11 @@ func formatGBs(v float64) string {
 	case v == 0:
 		return "0 GB-s"
 	case v < 10:
-		return fmt.Sprintf("%.3f GB-s", v)
+		return fixed("", v, 3, " GB-s")
 	case v < 1000:
-		return fmt.Sprintf("%.1f GB-s", v)
+		return fixed("", v, 1, " GB-s")
 	}
-	return fmt.Sprintf("%.0f GB-s", v)
+	return fixed("", v, 0, " GB-s")
 }
 
 // formatUSD renders dollars: four decimals below $1 so small bills show,
@@ -1061,11 +1098,21 @@ func formatUSD(v float64) string {
 	case v < 0.0001:
 		return "<$0.0001"
 	case v < 1:
-		return fmt.Sprintf("$%.4f", v)
+		return fixed("$", v, 4, "")
 	case v < 10_000:
-		return fmt.Sprintf("$%.2f", v)
+		return fixed("$", v, 2, "")
 	}
-	return fmt.Sprintf("$%.0f", v)
+	return fixed("$", v, 0, "")
+}
+
+// fixed renders prefix, x with prec decimals (as %.*f does) and suffix,
+// in one allocation: the console formats thousands of figures a second.
+func fixed(prefix string, x float64, prec int, suffix string) string {
+	var buf [64]byte
+	b := append(buf[:0], prefix...)
+	b = strconv.AppendFloat(b, x, 'f', prec, 64)
+	b = append(b, suffix...)
+	return string(b)
 }
 
 func padLeft(s string, w int) string {

@@ -377,16 +377,22 @@ func currentLatency(st *api.ClusterState, fn string) map[api.StartKind]*api.Hist
 // mergeKinds sums the histograms of every start kind.
 func mergeKinds(m map[api.StartKind]*api.Histogram) *api.Histogram {
 	out := &api.Histogram{}
+	mergeKindsInto(out, m)
+	return out
+}
+
+// mergeKindsInto adds the histograms of every start kind to out, in the
+// order of the kinds (so the sums come out the same whatever the map's).
+func mergeKindsInto(out *api.Histogram, m map[api.StartKind]*api.Histogram) {
 	var buf [8]api.StartKind
 	ks := buf[:0]
 	for k := range m {
 		ks = append(ks, k)
 	}
-	slices.Sort(ks) // the same sums whatever the map's order
+	slices.Sort(ks)
 	for _, k := range ks {
 		out.Merge(m[k])
 	}
-	return out
 }
 
 func sortedKinds(m map[api.StartKind]*api.Histogram) []api.StartKind {
