@@ -107,21 +107,24 @@ func sameAgentRow(a, b *api.AgentStatus) bool {
 		a.CapacityMB == b.CapacityMB && liveInstances(a.Instances) == liveInstances(b.Instances)
 }
 
-// patchRows returns rows with the row of each key in changed replaced by
-// build's, sorted again by (col, desc) when a replaced row's sort cell
-// moved; rows itself is left alone (copies of the model may hold it). It
-// returns false when a key is not found.
-func patchRows(rows []row, changed []int, key func(int) string, build func(int) row, col int, desc bool) ([]row, bool) {
-	if len(changed) == 0 {
-		return rows, true
-	}
-	out := slices.Clone(rows)
+// patchRows replaces, in rows itself, the row of each key in changed by
+// build's, and sorts rows again by (col, desc) when a replaced row's sort
+// cell moved. It returns false when a key is not found (rows is then
+// half done, and the caller builds the table anew).
+//
+// Patching in place, not a copy, is what keeps intake proportional to
+// what changed: copying a thousand rows costs more than building ten.
+// Like the history, the rows belong to the newest model: Bubble Tea
+// keeps only the model Update returned, and the views copy the rows
+// they sort or filter.
+func patchRows(rows []row, changed []int, key func(int) string, build func(int) row, col int, desc bool) bool {
+	out := rows
 	resort := false
 	for _, i := range changed {
 		k := key(i)
 		j := slices.IndexFunc(out, func(r row) bool { return r.key == k })
 		if j < 0 {
-			return nil, false
+			return false
 		}
 		r := build(i)
 		if compareCell(out[j], r, col) != 0 {
@@ -132,7 +135,7 @@ func patchRows(rows []row, changed []int, key func(int) string, build func(int) 
 	if resort {
 		sortRows(out, col, desc)
 	}
-	return out, true
+	return true
 }
 
 // patchLimit: above this many changed rows and this share (1/patchLimit)
@@ -162,9 +165,6 @@ func (m *Model) inBuildOrder(t int) bool {
 	return ok && o.col == ts.sortCol && o.desc == ts.desc
 }
 
-func sameRows(a, b []row) bool {
-	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
-}
 
 // rebuildChanged brings the state-derived tables up to m.state, reusing
 // the rows of what did not change since the last rebuild. It returns
@@ -209,14 +209,14 @@ func (m *Model) rebuildChanged(c rowCtx) bool {
 	}
 	nAgents := len(st.Agents)
 	c.arena = newRowArena(len(shown)*(fnCols+topCols) + len(content)*(3+nAgents+billCols) + len(agents)*agentCols)
-	var rows [numTables][]row
 	ok := true
+	var touched [numTables]bool
 	patch := func(t int, changed []int, key func(int) string, build func(int) row) {
-		if !ok {
+		if !ok || len(changed) == 0 {
 			return
 		}
 		o := buildOrder[t]
-		rows[t], ok = patchRows(m.rows[t], changed, key, build, o.col, o.desc)
+		ok, touched[t] = patchRows(m.rows[t], changed, key, build, o.col, o.desc), true
 	}
 	patch(tblFunctions, shown, fnKey, func(i int) row { return functionRow(c, st.Functions[i]) })
 	patch(tblTop, shown, fnKey, func(i int) row { return topRow(c, st.Functions[i]) })
@@ -233,7 +233,6 @@ func (m *Model) rebuildChanged(c rowCtx) bool {
 				ok = false
 			}
 		}
-		rows[tblBill] = m.rows[tblBill]
 	default:
 		patch(tblBill, content, fnKey, func(i int) row {
 			f := st.Functions[i]
@@ -245,11 +244,9 @@ func (m *Model) rebuildChanged(c rowCtx) bool {
 	}
 
 	for _, t := range []int{tblAgents, tblTop, tblFunctions, tblPools, tblBill} {
-		if sameRows(rows[t], m.rows[t]) {
-			continue // the cursor stays where it is
+		if touched[t] {
+			m.follow(t) // else the cursor stays where it is
 		}
-		m.rows[t] = rows[t]
-		m.follow(t)
 	}
 	m.rows[tblInstances] = instanceRows(st, m.detailFn)
 	m.follow(tblInstances)

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -597,11 +598,22 @@ func (m *Model) columns(t int) []column {
 // follow keeps a table's cursor on the row with the same key after the
 // rows changed; if that row is gone the cursor keeps its index, clamped.
 func (m *Model) follow(t int) {
-	rows := m.rows[t]
-	if !m.inBuildOrder(t) {
-		rows = m.visible(t)
+	ts := m.tables[t]
+	switch {
+	case m.inBuildOrder(t):
+		m.tables[t] = follow(ts, m.rows[t])
+		return
+	case strings.TrimSpace(ts.filter) == "" && ts.key != "":
+		// The cursor's row is still there: its place in the sorted view
+		// is how many rows sort before it, no sorting needed.
+		rows := m.rows[t]
+		if i := slices.IndexFunc(rows, func(r row) bool { return r.key == ts.key }); i >= 0 {
+			ts.cursor = rankOf(rows, i, ts.sortCol, ts.desc)
+			m.tables[t] = ts
+			return
+		}
 	}
-	m.tables[t] = follow(m.tables[t], rows)
+	m.tables[t] = follow(ts, m.visible(t))
 }
 
 func follow(t tableState, rows []row) tableState {

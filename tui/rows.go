@@ -680,16 +680,33 @@ func sortRows(rows []row, col int, desc bool) {
 	if col < 0 {
 		return
 	}
-	sort.SliceStable(rows, func(i, j int) bool {
-		a, b := rows[i], rows[j]
-		if c := compareCell(a, b, col); c != 0 {
-			if desc {
-				return c > 0
-			}
-			return c < 0
+	sort.SliceStable(rows, func(i, j int) bool { return rowLess(rows[i], rows[j], col, desc) })
+}
+
+// rankOf is the place rows[i] takes when rows are sorted by sortRows(col,
+// desc): how many rows sort before it.
+func rankOf(rows []row, i, col int, desc bool) int {
+	if col < 0 {
+		return i
+	}
+	n := 0
+	for j := range rows {
+		if j != i && rowLess(rows[j], rows[i], col, desc) {
+			n++
 		}
-		return a.key < b.key
-	})
+	}
+	return n
+}
+
+// rowLess is sortRows' order: by column col, reversed when desc, then by key.
+func rowLess(a, b row, col int, desc bool) bool {
+	if c := compareCell(a, b, col); c != 0 {
+		if desc {
+			return c > 0
+		}
+		return c < 0
+	}
+	return a.key < b.key
 }
 
 func compareCell(a, b row, col int) int {
