@@ -165,7 +165,6 @@ func (m *Model) inBuildOrder(t int) bool {
 	return ok && o.col == ts.sortCol && o.desc == ts.desc
 }
 
-
 // rebuildChanged brings the state-derived tables up to m.state, reusing
 // the rows of what did not change since the last rebuild. It returns
 // false when it cannot (the first state, functions or agents came or
