@@ -28,8 +28,13 @@ func (h *history) seed(hs *api.History) {
 	top := at.Truncate(time.Minute)
 	oldest := at.Add(-latKeep)
 
-	// The snapshot at T: the cumulative figures.
-	cur := latSnap{t: at, fns: map[string]map[api.StartKind]*api.Histogram{}, all: map[api.StartKind]*api.Histogram{}, cnt: map[string]counters{}}
+	// The snapshot at T: the cumulative figures. cnts holds each
+	// snapshot's counters by name until they are indexed at the end.
+	type snap struct {
+		latSnap
+		cnt map[string]counters
+	}
+	cur := snap{latSnap{t: at, fns: map[string]map[api.StartKind]*api.Histogram{}, all: map[api.StartKind]*api.Histogram{}}, map[string]counters{}}
 	// minutes[start] lists what each function did in that minute.
 	type fnMinute struct {
 		fn string
@@ -57,11 +62,11 @@ func (h *history) seed(hs *api.History) {
 
 	// Walk back a minute at a time, subtracting each minute's figures;
 	// functions idle in a minute share the newer snapshot's maps.
-	snaps := []latSnap{cur}
+	snaps := []snap{cur}
 	prev := cur
 	var rates []float64 // complete minutes, newest first
 	for b := top; !b.Before(oldest) && !b.Before(hs.Since); b = b.Add(-time.Minute) {
-		s := latSnap{t: b, fns: make(map[string]map[api.StartKind]*api.Histogram, len(prev.fns)), all: prev.all, cnt: prev.cnt}
+		s := snap{latSnap{t: b, fns: make(map[string]map[api.StartKind]*api.Histogram, len(prev.fns)), all: prev.all}, prev.cnt}
 		for fn, m := range prev.fns {
 			s.fns[fn] = m
 		}
@@ -102,13 +107,27 @@ func (h *history) seed(hs *api.History) {
 		prev = s
 	}
 	// Oldest first, and the stream's snapshots after T.
-	sort.Slice(snaps, func(i, j int) bool { return snaps[i].t.Before(snaps[j].t) })
+	names := make([]string, 0, len(cur.cnt))
+	for n := range cur.cnt {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	ix := newFnIndex(names)
+	lat := make([]latSnap, 0, len(snaps)+len(h.lat))
+	for i := len(snaps) - 1; i >= 0; i-- {
+		s := snaps[i]
+		s.latSnap.cnt = countSet{ix: ix, c: make([]counters, len(names))}
+		for j, n := range names {
+			s.latSnap.cnt.c[j] = s.cnt[n]
+		}
+		lat = append(lat, s.latSnap)
+	}
 	for _, s := range h.lat {
 		if s.t.After(at) {
-			snaps = append(snaps, s)
+			lat = append(lat, s)
 		}
 	}
-	h.lat = snaps
+	h.lat = lat
 
 	// The rate sparkline starts with the minutes' averages until live
 	// samples push them out.

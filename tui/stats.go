@@ -28,10 +28,81 @@ type counters struct {
 	inv, cold, warm, errs int64
 }
 
+// fnIndex maps function names to their place in a list of counters;
+// successive samples of the same functions share one.
+type fnIndex struct {
+	names []string
+	pos   map[string]int
+}
+
+func newFnIndex(names []string) *fnIndex {
+	ix := &fnIndex{names: names, pos: make(map[string]int, len(names))}
+	for i, n := range names {
+		ix.pos[n] = i
+	}
+	return ix
+}
+
+// sameNames says whether ix lists the functions of st, in order.
+func (ix *fnIndex) sameNames(st *api.ClusterState) bool {
+	if ix == nil || len(ix.names) != len(st.Functions) {
+		return false
+	}
+	for i := range st.Functions {
+		if ix.names[i] != st.Functions[i].Name {
+			return false
+		}
+	}
+	return true
+}
+
+// countSet is every function's counters at one time.
+type countSet struct {
+	ix *fnIndex
+	c  []counters
+}
+
+func (s countSet) get(name string) (counters, bool) {
+	if s.ix == nil {
+		return counters{}, false
+	}
+	i, ok := s.ix.pos[name]
+	if !ok {
+		return counters{}, false
+	}
+	return s.c[i], true
+}
+
+// peer is o's counters of s's i-th function (zero when o lacks it).
+func (s countSet) peer(i int, o countSet) counters {
+	if o.ix == s.ix {
+		return o.c[i]
+	}
+	c, _ := o.get(s.ix.names[i])
+	return c
+}
+
+func countsOf(st *api.ClusterState, prev *fnIndex) countSet {
+	ix := prev
+	if !ix.sameNames(st) {
+		names := make([]string, len(st.Functions))
+		for i := range st.Functions {
+			names[i] = st.Functions[i].Name
+		}
+		ix = newFnIndex(names)
+	}
+	cs := countSet{ix: ix, c: make([]counters, len(st.Functions))}
+	for i := range st.Functions {
+		f := &st.Functions[i]
+		cs.c[i] = counters{inv: f.Stats.Invocations, cold: f.Stats.ColdStarts, warm: f.Stats.WarmStarts, errs: f.Stats.Errors}
+	}
+	return cs
+}
+
 // sample is the counters of every function at one time.
 type sample struct {
-	t   time.Time
-	fns map[string]counters
+	t time.Time
+	countSet
 }
 
 // latSnap is the cumulative latency histograms at one time, per function
@@ -44,7 +115,7 @@ type latSnap struct {
 	t   time.Time
 	fns map[string]map[api.StartKind]*api.Histogram
 	all map[api.StartKind]*api.Histogram
-	cnt map[string]counters
+	cnt countSet
 }
 
 // series is a bounded list of float samples (oldest first).
@@ -64,6 +135,7 @@ func (s series) push(v float64, n int) series {
 // history is what the console remembers of past states.
 type history struct {
 	samples []sample
+	old     int // the sample the rate window starts at (see base); -1 for none
 	lat     []latSnap
 	cpu     map[string]series // per agent, percent
 	mem     map[string]series // per agent, percent of total
@@ -74,7 +146,7 @@ type history struct {
 }
 
 func newHistory() *history {
-	return &history{cpu: map[string]series{}, mem: map[string]series{}}
+	return &history{cpu: map[string]series{}, mem: map[string]series{}, old: -1}
 }
 
 // stateTime is when a state was taken: its own stamp, else now.
@@ -94,14 +166,17 @@ func (h *history) add(st *api.ClusterState, t time.Time) {
 	if n := len(h.samples); n > 0 && !t.After(h.samples[n-1].t) {
 		return
 	}
-	s := sample{t: t, fns: make(map[string]counters, len(st.Functions))}
-	for _, f := range st.Functions {
-		s.fns[f.Name] = counters{inv: f.Stats.Invocations, cold: f.Stats.ColdStarts, warm: f.Stats.WarmStarts, errs: f.Stats.Errors}
+	var prev *fnIndex
+	if n := len(h.samples); n > 0 {
+		prev = h.samples[n-1].ix
 	}
-	h.samples = append(h.samples, s)
-	if len(h.samples) > rateKeep {
-		h.samples = append([]sample(nil), h.samples[len(h.samples)-rateKeep:]...)
+	h.samples = append(h.samples, sample{t: t, countSet: countsOf(st, prev)})
+	if n := len(h.samples); n > rateKeep {
+		copy(h.samples, h.samples[n-rateKeep:])
+		clear(h.samples[rateKeep:])
+		h.samples = h.samples[:rateKeep]
 	}
+	h.old = h.findBase()
 	r, _ := h.clusterRate()
 	h.rate = h.rate.push(r, sparkLen)
 	h.ratePre = max(0, min(h.ratePre, len(h.rate)-1))
@@ -140,10 +215,13 @@ func (h *history) snapshot(st *api.ClusterState, t time.Time) latSnap {
 	if n := len(h.lat); n > 0 {
 		prev = h.lat[n-1].fns
 	}
-	s := latSnap{t: t, fns: make(map[string]map[api.StartKind]*api.Histogram, len(st.Functions)), all: map[api.StartKind]*api.Histogram{},
-		cnt: make(map[string]counters, len(st.Functions))}
+	s := latSnap{t: t, fns: make(map[string]map[api.StartKind]*api.Histogram, len(st.Functions)), all: map[api.StartKind]*api.Histogram{}}
+	if n := len(h.samples); n > 0 && h.samples[n-1].t.Equal(t) {
+		s.cnt = h.samples[n-1].countSet // the counters of this very state
+	} else {
+		s.cnt = countsOf(st, nil)
+	}
 	for _, f := range st.Functions {
-		s.cnt[f.Name] = counters{inv: f.Stats.Invocations, cold: f.Stats.ColdStarts, warm: f.Stats.WarmStarts, errs: f.Stats.Errors}
 		if p := prev[f.Name]; p != nil && sameCounts(p, f.Latency) {
 			s.fns[f.Name] = p // nothing changed: share the whole map
 			for k, hg := range f.Latency {
@@ -200,20 +278,29 @@ func delta(cur, old int64) int64 {
 	return cur - old
 }
 
-// base returns the oldest sample within rateWindow of the newest one
-// (not the newest itself), or false when there is only one sample.
-func (h *history) base() (old, cur sample, ok bool) {
+// findBase is the index of the oldest sample within rateWindow of the
+// newest one (not the newest itself), or -1 when there is only one sample.
+func (h *history) findBase() int {
 	n := len(h.samples)
 	if n < 2 {
-		return sample{}, sample{}, false
+		return -1
 	}
-	cur = h.samples[n-1]
+	cur := h.samples[n-1]
 	for i := 0; i < n-1; i++ {
 		if cur.t.Sub(h.samples[i].t) <= rateWindow {
-			return h.samples[i], cur, true
+			return i
 		}
 	}
-	return h.samples[n-2], cur, true
+	return n - 2
+}
+
+// base returns the sample the rate window starts at and the newest one,
+// or false when there is only one sample.
+func (h *history) base() (old, cur *sample, ok bool) {
+	if h.old < 0 || h.old >= len(h.samples)-1 {
+		return nil, nil, false
+	}
+	return &h.samples[h.old], &h.samples[len(h.samples)-1], true
 }
 
 // fnRate is a function's invocations per second and cold starts per
@@ -223,11 +310,11 @@ func (h *history) fnRate(name string) (invPerSec, coldPerMin float64, ok bool) {
 	if !ok {
 		return 0, 0, false
 	}
-	c, in := cur.fns[name]
+	i, in := cur.ix.pos[name]
 	if !in {
 		return 0, 0, false
 	}
-	o := old.fns[name] // a new function counts from zero
+	c, o := cur.c[i], cur.peer(i, old.countSet) // a new function counts from zero
 	dt := cur.t.Sub(old.t).Seconds()
 	return float64(delta(c.inv, o.inv)) / dt, float64(delta(c.cold, o.cold)) / dt * 60, true
 }
@@ -239,8 +326,8 @@ func (h *history) clusterRate() (float64, bool) {
 		return 0, false
 	}
 	var d int64
-	for name, c := range cur.fns {
-		d += delta(c.inv, old.fns[name].inv)
+	for i, c := range cur.c {
+		d += delta(c.inv, cur.peer(i, old.countSet).inv)
 	}
 	return float64(d) / cur.t.Sub(old.t).Seconds(), true
 }
@@ -259,8 +346,8 @@ func (h *history) clusterCold() (perMin, share float64, ok bool) {
 		return 0, math.NaN(), false
 	}
 	var cold, starts int64
-	for name, c := range cur.fns {
-		o := old.cnt[name]
+	for i, c := range cur.c {
+		o := cur.peer(i, old.cnt)
 		dc, dw := delta(c.cold, o.cold), delta(c.warm, o.warm)
 		cold += dc
 		starts += dc + dw
