@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"context"
 	"net/http"
 	"path/filepath"
 	"testing"
@@ -181,6 +182,15 @@ func TestHistoryEndpoint(t *testing.T) {
 	}
 	if counts, _ := minutesOf(t, &h, "hello", base); len(counts) != 1 || counts[2].Invocations != 1 {
 		t.Errorf("last minute: %v; want 1 invocation in minute 2", counts)
+	}
+
+	// The client asks the same.
+	ch, err := api.NewClient(ts.srv.URL, api.WithToken("tok")).History(context.Background(), ts.clock.Now().Add(-5*time.Minute), "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts, _ := minutesOf(t, ch, "hello", base); len(ch.Functions) != 1 || counts[0].Invocations != 2 || counts[2].Invocations != 1 {
+		t.Errorf("client: %+v; want hello's two minutes", ch.Functions)
 	}
 
 	resp := ts.do(t, "GET", "/v1/history?since=yesterday", nil)
