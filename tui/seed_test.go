@@ -106,6 +106,25 @@ func TestConsoleOpenedAfterInvocations(t *testing.T) {
 		})
 	}
 
+	t.Run("scheduler restarted", func(t *testing.T) {
+		// The same minutes, kept on disk, but the restarted scheduler's
+		// counters and histograms start from zero, and so does the state.
+		h := *hist
+		h.Functions = []api.FunctionHistory{hist.Functions[0]}
+		h.Functions[0].Totals, h.Functions[0].Latency = api.Counts{}, nil
+		hs := &historySource{hist: &h}
+		m, _ := send(t, newTestModel(hs, WithClock(func() time.Time { return fixedNow.Add(time.Second) })), size(100, 30))
+		st := helloState(warm, cold)
+		st.Functions[0].Stats, st.Functions[0].Latency = api.FunctionStats{}, nil
+		m, _ = send(t, m, streamDataMsg{msg: api.StreamMessage{State: st}}, historyMsg{hist: &h}, press("4"), renderMsg{})
+		v := m.View()
+		for _, w := range []string{"cold    n=2 ", "warm    n=40 ", "max 3.20 ms"} {
+			if !strings.Contains(v, w) {
+				t.Errorf("after a scheduler restart the 5m window lacks %q:\n%s", w, v)
+			}
+		}
+	})
+
 	t.Run("reconnect and overview", func(t *testing.T) {
 		hs := &historySource{hist: hist}
 		m, _ := send(t, newTestModel(hs, WithClock(func() time.Time { return fixedNow.Add(time.Second) })), size(100, 30))

@@ -388,14 +388,20 @@ func subHist(cur, base *api.Histogram) *api.Histogram {
 	if cur == nil {
 		return nil
 	}
-	if base == nil || base.Count == 0 || base.Count > cur.Count {
+	if base == nil || base.Count > cur.Count || (base.Count == 0 && !slices.ContainsFunc(base.Counts, func(c int64) bool { return c != 0 })) {
 		return cur.Clone()
 	}
-	out := &api.Histogram{Counts: make([]int64, len(cur.Counts))}
-	top := -1
-	for i, c := range cur.Counts {
+	n := max(len(cur.Counts), len(base.Counts))
+	out := &api.Histogram{Counts: make([]int64, n)}
+	top, neg := -1, false
+	for i := range n {
+		var c int64
+		if i < len(cur.Counts) {
+			c = cur.Counts[i]
+		}
 		if i < len(base.Counts) {
 			c -= base.Counts[i]
+			neg = neg || base.Counts[i] < 0
 		}
 		if c < 0 {
 			return cur.Clone() // histograms of different runs
@@ -408,7 +414,12 @@ func subHist(cur, base *api.Histogram) *api.Histogram {
 	}
 	out.SumMs = max(cur.SumMs-base.SumMs, 0)
 	if top >= 0 {
-		out.MaxMs = min(api.BucketBound(top), cur.MaxMs)
+		out.MaxMs = api.BucketBound(top)
+		if !neg {
+			// A base from history before a scheduler restart counts
+			// below zero, and then cur's maximum is not the window's.
+			out.MaxMs = min(out.MaxMs, cur.MaxMs)
+		}
 	}
 	return out
 }
@@ -431,6 +442,12 @@ func (h *history) windowLatency(st *api.ClusterState, fn string, now time.Time, 
 	out := make(map[api.StartKind]*api.Histogram, len(cur))
 	for k, hg := range cur {
 		out[k] = subHist(hg, base[k])
+	}
+	for k, hg := range base {
+		if _, ok := cur[k]; !ok && hg != nil && hg.Count < 0 {
+			// Seen before a scheduler restart, not since.
+			out[k] = subHist(&api.Histogram{}, hg)
+		}
 	}
 	return out, now.Sub(b.t)
 }
