@@ -2,6 +2,7 @@ package tui
 
 import (
 	"context"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -150,4 +151,42 @@ func TestConsoleOpenedAfterInvocations(t *testing.T) {
 			t.Errorf("a stale connection's history changed the snapshots")
 		}
 	})
+}
+
+// TestSeedRateSparkline: the sparkline starts with the minutes' averages,
+// live samples push them out, and a second seed (a reconnect) replaces
+// them instead of adding more.
+func TestSeedRateSparkline(t *testing.T) {
+	hist, warm, cold := servedHistory()
+	h := newHistory()
+	h.seed(hist)
+	// 11:45 … 11:59 are the whole minutes before 12:00:05.
+	if len(h.rate) != 15 || h.ratePre != 15 {
+		t.Fatalf("after seeding: %d values, %d from history; want 15 and 15", len(h.rate), h.ratePre)
+	}
+	if got := h.rate[12]; math.Abs(got-40.0/60) > 1e-9 {
+		t.Errorf("11:57's rate %v; want 40/60", got)
+	}
+	st := helloState(warm, cold)
+	for i := range 20 {
+		s := *st
+		s.Time = fixedNow.Add(time.Duration(i+1) * time.Second)
+		h.add(&s, s.Time)
+	}
+	steps := []struct {
+		name           string
+		reseed         bool
+		wantN, wantPre int
+	}{
+		{"20 live samples later", false, sparkLen, 10},
+		{"seeded again", true, sparkLen, 10},
+	}
+	for _, s := range steps {
+		if s.reseed {
+			h.seed(hist)
+		}
+		if len(h.rate) != s.wantN || h.ratePre != s.wantPre {
+			t.Errorf("%s: %d values, %d from history; want %d and %d", s.name, len(h.rate), h.ratePre, s.wantN, s.wantPre)
+		}
+	}
 }

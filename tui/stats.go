@@ -178,8 +178,10 @@ func (h *history) add(st *api.ClusterState, t time.Time) {
 	}
 	h.old = h.findBase()
 	r, _ := h.clusterRate()
+	if len(h.rate) >= sparkLen && h.ratePre > 0 {
+		h.ratePre-- // the oldest history value leaves the sparkline
+	}
 	h.rate = h.rate.push(r, sparkLen)
-	h.ratePre = max(0, min(h.ratePre, len(h.rate)-1))
 
 	seen := map[string]bool{}
 	for _, a := range st.Agents {
