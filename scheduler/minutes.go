@@ -36,6 +36,10 @@ var bucketMinutes = []byte("minutes")
 const (
 	minuteFlushEvery = 5 * time.Second
 	minutesInMemory  = 2 // whole minutes kept in memory behind the current one
+	// maxHistoryMinutes bounds one answer of GET /v1/history (function
+	// minutes with activity): 15 minutes of 1,000 busy functions fit, a
+	// day of all of them does not, and is refused rather than built.
+	maxHistoryMinutes = 50_000
 )
 
 var errHistoryClosed = errors.New("history closed")
@@ -109,8 +113,9 @@ func openMinuteLog(path string, opts ...minuteLogOption) (_ *minuteLog, err erro
 	}
 	l.floor = minuteOf(l.now()) - minutesInMemory*60
 	err = l.db.View(func(tx *bolt.Tx) error {
-		return scanMinutes(tx, l.floor, 1<<62, "", func(k minuteKey, e *minuteEntry) {
+		return scanMinutes(tx, l.floor, 1<<62, "", func(k minuteKey, e *minuteEntry) bool {
 			l.mem[k] = e
+			return true
 		})
 	})
 	if err != nil {
@@ -233,20 +238,26 @@ func (l *minuteLog) cut(since int64, fn string) memCut {
 	return c
 }
 
-// read returns the minutes in the file in [from, to) for fn ("" for all).
-func (l *minuteLog) read(from, to int64, fn string) (map[minuteKey]*minuteEntry, error) {
+// read returns the minutes in the file in [from, to) for fn ("" for
+// all); more than limit of them is errHistoryTooBig.
+func (l *minuteLog) read(from, to int64, fn string, limit int) (map[minuteKey]*minuteEntry, error) {
 	out := map[minuteKey]*minuteEntry{}
 	if from >= to {
 		return out, nil
 	}
 	err := l.db.View(func(tx *bolt.Tx) error {
-		return scanMinutes(tx, from, to, fn, func(k minuteKey, e *minuteEntry) { out[k] = e })
+		return scanMinutes(tx, from, to, fn, func(k minuteKey, e *minuteEntry) bool {
+			out[k] = e
+			return len(out) <= limit
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("history: read: %w", err)
 	}
 	return out, nil
 }
+
+var errHistoryTooBig = errors.New("too much history")
 
 // flush writes the minutes that changed, drops those past the retention,
 // and moves the in-memory floor up.
@@ -342,8 +353,9 @@ func parseMinuteKey(b []byte) minuteKey {
 	return minuteKey{min: int64(binary.BigEndian.Uint64(b[:8])), fn: string(b[8:])}
 }
 
-// scanMinutes calls f for every minute in [from, to) of fn ("" for all).
-func scanMinutes(tx *bolt.Tx, from, to int64, fn string, f func(minuteKey, *minuteEntry)) error {
+// scanMinutes calls f for every minute in [from, to) of fn ("" for all);
+// f returning false stops it with errHistoryTooBig.
+func scanMinutes(tx *bolt.Tx, from, to int64, fn string, f func(minuteKey, *minuteEntry) bool) error {
 	c := tx.Bucket(bucketMinutes).Cursor()
 	for k, v := c.Seek(binary.BigEndian.AppendUint64(nil, uint64(max(from, 0)))); k != nil; k, v = c.Next() {
 		if len(k) < 8 {
@@ -360,7 +372,9 @@ func scanMinutes(tx *bolt.Tx, from, to int64, fn string, f func(minuteKey, *minu
 		if err := json.Unmarshal(v, &r); err != nil {
 			return fmt.Errorf("minute %d %s: %w", mk.min, mk.fn, err)
 		}
-		f(mk, r.entry())
+		if !f(mk, r.entry()) {
+			return errHistoryTooBig
+		}
 	}
 	return nil
 }
@@ -432,7 +446,11 @@ func (s *Scheduler) history(since time.Time, fn string) (*api.History, error) {
 
 	lat, latCut := s.latency.cut(from, fn)
 
-	disk, err := s.minutes.read(from, max(countCut.floor, latCut.floor), fn)
+	disk, err := s.minutes.read(from, max(countCut.floor, latCut.floor), fn, maxHistoryMinutes)
+	if errors.Is(err, errHistoryTooBig) {
+		return nil, api.Invalid("since", "more than %d function minutes since %s: ask for less time, or for one function",
+			maxHistoryMinutes, time.Unix(from, 0).UTC().Format(time.RFC3339))
+	}
 	if err != nil {
 		return nil, err
 	}

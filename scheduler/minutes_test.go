@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"path/filepath"
 	"testing"
@@ -45,7 +46,7 @@ func TestMinuteLog(t *testing.T) {
 		t.Helper()
 		from := minuteOf(since)
 		c := l.cut(from, fn)
-		out, err := l.read(from, c.floor, fn)
+		out, err := l.read(from, c.floor, fn, maxHistoryMinutes)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -109,6 +110,9 @@ func TestMinuteLog(t *testing.T) {
 		}
 	}
 	check(l, "before reopen")
+	if _, err := l.read(minuteOf(base), minuteOf(clock.Now()), "", 2); !errors.Is(err, errHistoryTooBig) {
+		t.Errorf("3 minutes in the file, at most 2 asked: %v; want errHistoryTooBig", err)
+	}
 	if err := l.close(); err != nil {
 		t.Fatal(err)
 	}
