@@ -131,10 +131,12 @@ func BenchmarkApplyStateQuiet(b *testing.B) {
 			m := start(b, full)
 			i := 20
 			b.ReportAllocs()
+			c0 := cpuTime()
 			for b.Loop() {
 				m, _ = send(b, m, next(i))
 				i++
 			}
+			b.ReportMetric(float64((cpuTime()-c0).Nanoseconds())/float64(b.N), "cpu-ns/op")
 		})
 	}
 	b.Run("interleaved", func(b *testing.B) {
