@@ -202,3 +202,39 @@ func TestHistoryEndpoint(t *testing.T) {
 		t.Errorf("bad since: field %q; want since", d.Field)
 	}
 }
+
+func TestHistorySurvivesSchedulerRestart(t *testing.T) {
+	dir, clock := t.TempDir(), newFakeClock()
+	open := func() *Scheduler {
+		t.Helper()
+		s, err := New(WithDataDir(dir), WithClock(clock.Now), WithLogger(testLogger(t)), WithStartGrace(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := open()
+	s.record("hello", api.StartWarm, false, nil)
+	s.latency.observe("hello", api.StartWarm, 3*time.Millisecond)
+	if err := s.Close(); err != nil { // flushes the current minute
+		t.Fatal(err)
+	}
+	clock.Advance(time.Minute)
+
+	s = open()
+	defer s.Close()
+	h, err := s.history(clock.Now().Add(-5*time.Minute), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Functions) != 1 {
+		t.Fatalf("functions %+v; want hello's minute from before the restart", h.Functions)
+	}
+	f := h.Functions[0]
+	if len(f.Minutes) != 1 || f.Minutes[0].Invocations != 1 || f.Minutes[0].Latency[api.StartWarm].Count != 1 {
+		t.Errorf("minutes %+v; want the one warm call", f.Minutes)
+	}
+	if f.Totals != (api.Counts{}) || len(f.Latency) != 0 {
+		t.Errorf("totals %+v, latency %v; want none since the restart", f.Totals, f.Latency)
+	}
+}
