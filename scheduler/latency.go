@@ -62,7 +62,7 @@ func (l *latencies) cut(since int64, fn string) (map[string]map[api.StartKind]*a
 	}
 	var c memCut
 	if l.minutes != nil {
-		c = l.minutes.cut(since, fn)
+		c = l.minutes.cut(since, fn, true)
 	}
 	return out, c
 }

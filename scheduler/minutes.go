@@ -218,7 +218,10 @@ type memCut struct {
 	mins  map[minuteKey]*minuteEntry
 }
 
-func (l *minuteLog) cut(since int64, fn string) memCut {
+// cut copies the counters, or (lat) the histograms, of the in-memory
+// minutes: each is copied under the lock it is recorded under, and the
+// scheduler's lock is not held for histograms.
+func (l *minuteLog) cut(since int64, fn string, lat bool) memCut {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	c := memCut{floor: l.floor, mins: map[minuteKey]*minuteEntry{}}
@@ -227,7 +230,7 @@ func (l *minuteLog) cut(since int64, fn string) memCut {
 			continue
 		}
 		cp := &minuteEntry{counts: e.counts}
-		if len(e.lat) > 0 {
+		if lat && len(e.lat) > 0 {
 			cp.lat = make(map[api.StartKind]*api.Histogram, len(e.lat))
 			for kind, h := range e.lat {
 				cp.lat[kind] = h.Clone()
@@ -441,7 +444,7 @@ func (s *Scheduler) history(since time.Time, fn string) (*api.History, error) {
 			totals[name] = api.CountsOf(st.FunctionStats)
 		}
 	}
-	countCut := s.minutes.cut(from, fn)
+	countCut := s.minutes.cut(from, fn, false)
 	s.mu.Unlock()
 
 	lat, latCut := s.latency.cut(from, fn)

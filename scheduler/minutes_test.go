@@ -45,7 +45,7 @@ func TestMinuteLog(t *testing.T) {
 	read := func(l *minuteLog, since time.Time, fn string) map[minuteKey]*minuteEntry {
 		t.Helper()
 		from := minuteOf(since)
-		c := l.cut(from, fn)
+		c := l.cut(from, fn, true)
 		out, err := l.read(from, c.floor, fn, maxHistoryMinutes)
 		if err != nil {
 			t.Fatal(err)
