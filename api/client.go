@@ -592,3 +592,21 @@ func (c *Client) Drain(ctx context.Context, agent string, on bool) error {
 	}
 	return c.doJSON(ctx, method, "/v1/agents/"+url.PathEscape(agent)+"/drain", nil, nil)
 }
+
+// History returns per-minute counters and latency histograms from since
+// (the scheduler keeps 24 hours), with the cumulative figures read at the
+// same instant; function "" is every function.
+func (c *Client) History(ctx context.Context, since time.Time, function string) (*History, error) {
+	q := url.Values{}
+	if !since.IsZero() {
+		q.Set("since", since.UTC().Format(time.RFC3339))
+	}
+	if function != "" {
+		q.Set("function", function)
+	}
+	var out History
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/history?"+q.Encode(), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

@@ -30,6 +30,9 @@ func (s *Scheduler) record(name string, kind api.StartKind, failed bool, billed 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.statsLocked(name)
+	if s.minutes != nil {
+		s.minutes.count(name, kind, failed)
+	}
 	st.Invocations++
 	if failed {
 		st.Errors++
@@ -91,6 +94,9 @@ func (s *Scheduler) recordQueue(name string, waited time.Duration, throttled boo
 	st.QueueWaitMs += waited.Milliseconds()
 	if throttled {
 		st.Throttles++
+		if s.minutes != nil {
+			s.minutes.throttle(name)
+		}
 	}
 }
 

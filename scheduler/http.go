@@ -39,6 +39,7 @@ const maxSpecBytes = 1 << 20
 //	GET    /v1/schedules                          []api.Schedule
 //	GET    /v1/bill?since=&until=&by=hour|day     api.Bill (since/until: RFC 3339 or a duration back, e.g. 24h)
 //	GET    /v1/ledger?function=&since=&limit=     []api.LedgerRecord, oldest first
+//	GET    /v1/history?since=15m&function=        api.History: per-minute counters and latency, 24 hours (minutes.go)
 //	GET    /v1/functions/{name}/logs?since=&limit=  []api.LogRecord from every agent, oldest first
 //	GET    /v1/functions/{name}/pool              api.PoolStatus
 //	PUT    /v1/functions/{name}/pool              body: api.PoolChange → api.PoolStatus
@@ -89,6 +90,7 @@ func (s *Scheduler) Handler() http.Handler {
 	v1("GET /v1/schedules", s.handleListSchedules)
 	v1("GET /v1/bill", s.handleBill)
 	v1("GET /v1/ledger", s.handleLedger)
+	v1("GET /v1/history", s.handleHistory) // per-minute counters and latency, 24 hours (minutes.go)
 	v1("GET /v1/functions/{name}/logs", s.handleLogs)
 	v1("GET /v1/functions/{name}/pool", s.handleGetPool)
 	v1("PUT /v1/functions/{name}/pool", s.handlePutPool)

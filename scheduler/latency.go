@@ -12,6 +12,9 @@ import (
 type latencies struct {
 	mu  sync.Mutex
 	fns map[string]map[api.StartKind]*api.Histogram
+	// minutes, when set, gets every observation too, under mu, so that
+	// a cut of both is consistent (see Scheduler.history).
+	minutes *minuteLog
 }
 
 func newLatencies() *latencies {
@@ -34,7 +37,34 @@ func (l *latencies) observe(fn string, kind api.StartKind, d time.Duration) {
 		h = &api.Histogram{}
 		byKind[kind] = h
 	}
-	h.Observe(float64(d.Microseconds()) / 1000)
+	ms := float64(d.Microseconds()) / 1000
+	h.Observe(ms)
+	if l.minutes != nil {
+		l.minutes.observe(fn, kind, ms)
+	}
+}
+
+// cut returns copies of every function's histograms (or fn's) and, read
+// at the same instant, the in-memory minutes from since on.
+func (l *latencies) cut(since int64, fn string) (map[string]map[api.StartKind]*api.Histogram, memCut) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]map[api.StartKind]*api.Histogram{}
+	for name, byKind := range l.fns {
+		if fn != "" && name != fn {
+			continue
+		}
+		m := make(map[api.StartKind]*api.Histogram, len(byKind))
+		for k, h := range byKind {
+			m[k] = h.Clone()
+		}
+		out[name] = m
+	}
+	var c memCut
+	if l.minutes != nil {
+		c = l.minutes.cut(since, fn, true)
+	}
+	return out, c
 }
 
 // of returns copies of a function's histograms.

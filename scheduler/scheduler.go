@@ -6,6 +6,7 @@
 //	DATA/amber.db                    the registry (every version of every function)
 //	                                 plus the async queue, dead letters and schedules (async.go, cron.go)
 //	DATA/ledger.db                   one record per finished invocation, hourly sums (ledger.go)
+//	DATA/history.db                  per-minute counters and latency histograms, 24 hours (minutes.go)
 //	DATA/images/sha256/<hex>.tar     OCI image archives, named by the sha256 of the tar
 //	DATA/images/tmp/                 uploads in progress
 //	DATA/aws-access-key.json         the SigV4 access key of the Lambda-compatible endpoint (0600)
@@ -77,6 +78,7 @@ type Scheduler struct {
 	arrivals *arrivals
 	events   *eventLog
 	latency  *latencies
+	minutes  *minuteLog
 
 	// async delivery, cron triggers and the ledger (async.go, cron.go, ledger.go)
 	bgCfg  backgroundConfig
@@ -233,10 +235,18 @@ func New(opts ...Option) (*Scheduler, error) {
 		reg.close()
 		return nil, fmt.Errorf("scheduler: registry: %w", err)
 	}
-	if err := s.startBackground(); err != nil {
+	ml, err := openMinuteLog(filepath.Join(s.dataDir, "history.db"), withMinuteClock(s.now), withMinuteLogger(s.log))
+	if err != nil {
 		reg.close()
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
+	s.minutes, s.latency.minutes = ml, ml
+	if err := s.startBackground(); err != nil {
+		ml.close()
+		reg.close()
+		return nil, fmt.Errorf("scheduler: %w", err)
+	}
+	ml.start()
 	return s, nil
 }
 
@@ -246,6 +256,9 @@ func New(opts ...Option) (*Scheduler, error) {
 func (s *Scheduler) Close() error {
 	s.closeOnce.Do(func() {
 		s.stopBackground()
+		if err := s.minutes.close(); err != nil {
+			s.log.Warn("close history", "err", err.Error())
+		}
 		if t, ok := s.hc.Transport.(*http.Transport); ok {
 			t.CloseIdleConnections()
 		}

@@ -72,6 +72,7 @@ var schedulerRoutes = []schedulerRoute{
 	{"GET /v1/schedules", authAPI},
 	{"GET /v1/bill", authAPI},
 	{"GET /v1/ledger", authAPI},
+	{"GET /v1/history", authAPI},
 	{"GET /v1/functions/{name}/logs", authAPI},
 	{"GET /v1/functions/{name}/pool", authAPI},
 	{"PUT /v1/functions/{name}/pool", authAPI},
@@ -480,6 +481,7 @@ func TestSchedulerRefusesBadNames(t *testing.T) {
 			}{
 				{"GET", "/v1/dead-letters?function=" + escapeSegment(name), "", "function"},
 				{"GET", "/v1/ledger?function=" + escapeSegment(name), "", "function"},
+				{"GET", "/v1/history?function=" + escapeSegment(name), "", "function"},
 				{"PUT", "/v1/functions/hello", jsonOf(t, api.FunctionSpec{Name: name, Image: fn.Image}), "name"},
 				{"POST", "/v1/agents/heartbeat", jsonOf(t, agentHB(name, ag.srv.URL, 1024)), "name"},
 			} {

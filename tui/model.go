@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -265,6 +266,9 @@ type Model struct {
 	cache         *renderCache
 	frame         uint64
 	renderPending bool
+
+	in          intake // what the tables were built from (intake.go)
+	fullRebuild bool   // build every table from scratch on each state (the benchmarks' baseline)
 }
 
 var _ tea.Model = Model{}
@@ -340,7 +344,20 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.conn.status, m.conn.err = connConnected, nil
 		m.conn.lastData = m.now()
 		m.touch()
-		return m, receive(msg.gen, msg.ch)
+		next := receive(msg.gen, msg.ch)
+		if h, ok := m.src.(Historian); ok {
+			return m, tea.Batch(next, historyCmd(m.ctx, h, msg.gen, m.now()))
+		}
+		return m, next
+	case historyMsg:
+		if msg.gen != m.conn.gen || msg.err != nil || msg.hist == nil {
+			return m, nil // without history the windows start when the console does
+		}
+		m.hist.seed(msg.hist)
+		if m.state != nil && !m.paused {
+			m.rebuild()
+		}
+		return m, m.scheduleRender()
 	case streamDataMsg:
 		if msg.gen != m.conn.gen {
 			return m, nil
@@ -501,14 +518,17 @@ func (m *Model) rebuild() {
 	c := rowCtx{st: m.state, hist: m.hist, prices: m.prices}
 	m.sum = summarize(m.state)
 	m.kpi = clusterKPIs(c)
-	m.rows[tblAgents] = agentRows(c)
-	m.rows[tblTop] = topRows(c)
-	m.rows[tblFunctions] = functionRows(c)
-	m.rows[tblPools] = poolRows(m.state)
-	m.rows[tblInstances] = instanceRows(m.state, m.detailFn)
-	m.rebuildBill()
-	for _, t := range []int{tblAgents, tblTop, tblFunctions, tblPools, tblInstances} {
-		m.follow(t)
+	if !m.rebuildChanged(c) {
+		m.rows[tblAgents] = agentRows(c)
+		m.rows[tblTop] = topRows(c)
+		m.rows[tblFunctions] = functionRows(c)
+		m.rows[tblPools] = poolRows(m.state)
+		m.rows[tblInstances] = instanceRows(m.state, m.detailFn)
+		m.rebuildBill()
+		for _, t := range []int{tblAgents, tblTop, tblFunctions, tblPools, tblInstances} {
+			m.follow(t)
+		}
+		m.remember(c)
 	}
 	if m.selFn == "" || findFunction(m.state, m.selFn) == nil {
 		if rs := m.rows[tblFunctions]; len(rs) > 0 {
@@ -537,9 +557,13 @@ func (m *Model) billUsage() (per []api.Usage, total api.Usage, poolsPerHour floa
 }
 
 func (m *Model) rebuildBill() {
-	per, _, _, pools, _ := m.billUsage()
+	per, _, _, pools, estimate := m.billUsage()
 	m.rows[tblBill] = billRows(per, pools)
 	m.follow(tblBill)
+	m.in.bill, m.in.estimate, m.in.billSet = m.bill, estimate, true
+	if estimate {
+		m.in.bill = nil
+	}
 }
 
 // visible is a table's rows as shown: filtered and sorted.
@@ -574,7 +598,22 @@ func (m *Model) columns(t int) []column {
 // follow keeps a table's cursor on the row with the same key after the
 // rows changed; if that row is gone the cursor keeps its index, clamped.
 func (m *Model) follow(t int) {
-	m.tables[t] = follow(m.tables[t], m.visible(t))
+	ts := m.tables[t]
+	switch {
+	case m.inBuildOrder(t):
+		m.tables[t] = follow(ts, m.rows[t])
+		return
+	case strings.TrimSpace(ts.filter) == "" && ts.key != "":
+		// The cursor's row is still there: its place in the sorted view
+		// is how many rows sort before it, no sorting needed.
+		rows := m.rows[t]
+		if i := slices.IndexFunc(rows, func(r row) bool { return r.key == ts.key }); i >= 0 {
+			ts.cursor = rankOf(rows, i, ts.sortCol, ts.desc)
+			m.tables[t] = ts
+			return
+		}
+	}
+	m.tables[t] = follow(ts, m.visible(t))
 }
 
 func follow(t tableState, rows []row) tableState {

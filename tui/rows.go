@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,6 +39,32 @@ type row struct {
 
 func newRow(key string, n int) row {
 	r := row{key: key, cells: make([]string, n), tones: make([]tone, n), num: make([]float64, n)}
+	for i := range r.num {
+		r.num[i] = math.NaN()
+	}
+	return r
+}
+
+// rowArena hands out the cells, tones and numbers of many rows from one
+// allocation each, so that n rows cost three allocations rather than 3n.
+// A nil arena, or one used up, falls back to newRow.
+type rowArena struct {
+	cells []string
+	tones []tone
+	num   []float64
+}
+
+// newRowArena holds n cells in all.
+func newRowArena(n int) *rowArena {
+	return &rowArena{cells: make([]string, n), tones: make([]tone, n), num: make([]float64, n)}
+}
+
+func (a *rowArena) row(key string, n int) row {
+	if a == nil || len(a.cells) < n {
+		return newRow(key, n)
+	}
+	r := row{key: key, cells: a.cells[:n:n], tones: a.tones[:n:n], num: a.num[:n:n]}
+	a.cells, a.tones, a.num = a.cells[n:], a.tones[n:], a.num[n:]
 	for i := range r.num {
 		r.num[i] = math.NaN()
 	}
@@ -135,6 +162,7 @@ type rowCtx struct {
 	st     *api.ClusterState
 	hist   *history
 	prices api.Prices
+	arena  *rowArena // where rows come from (nil: one allocation each)
 }
 
 // instanceCounts counts a function's instances by what they are doing;
@@ -169,41 +197,49 @@ func functionRows(c rowCtx) []row {
 		return nil
 	}
 	rows := make([]row, 0, len(c.st.Functions))
+	c.arena = newRowArena(len(c.st.Functions) * fnCols)
 	for _, f := range c.st.Functions {
-		r := newRow(f.Name, fnCols)
-		idle, busy, init := instanceCounts(f.Instances)
-		r.cells[fnColName] = f.Name
-		r.cells[fnColVer], r.num[fnColVer] = fmt.Sprint(f.Version), float64(f.Version)
-		r.cells[fnColMem], r.num[fnColMem] = formatMB(f.MemoryMB), float64(f.MemoryMB)
-		r.cells[fnColWarm], r.num[fnColWarm] = formatWarm(f.Pool), float64(f.Pool.EffectiveMinWarm)
-		if f.Pool.Auto {
-			r.tones[fnColWarm] = toneWarn
-		}
-		r.cells[fnColIdle], r.num[fnColIdle] = fmt.Sprint(idle), float64(idle)
-		r.cells[fnColBusy], r.num[fnColBusy] = fmt.Sprint(busy), float64(busy)
-		if busy > 0 {
-			r.tones[fnColBusy] = toneGood
-		}
-		r.cells[fnColInit], r.num[fnColInit] = fmt.Sprint(init), float64(init)
-		if init > 0 {
-			r.tones[fnColInit] = toneWarn
-		}
-		rate, _, ok := c.hist.fnRate(f.Name)
-		r.cells[fnColRate], r.num[fnColRate] = formatRate(rate, ok), rate
-		all := mergeKinds(f.Latency)
-		p50, p99 := all.Quantile(0.5), all.Quantile(0.99)
-		r.cells[fnColP50], r.num[fnColP50] = formatMsOr(p50, all.Count), p50
-		r.cells[fnColP99], r.num[fnColP99] = formatMsOr(p99, all.Count), p99
-		cs := coldShare(f.Stats)
-		r.cells[fnColCold], r.num[fnColCold] = formatPercent(cs), cs
-		r.tones[fnColCold] = coldTone(cs)
-		u := usageEstimate(f, c.prices)
-		r.cells[fnColGBs], r.num[fnColGBs] = formatGBs(u.GBSeconds), u.GBSeconds
-		r.cells[fnColCost], r.num[fnColCost] = formatUSD(u.Cost), u.Cost
-		rows = append(rows, r)
+		rows = append(rows, functionRow(c, f))
 	}
 	sortRows(rows, 0, false)
 	return rows
+}
+
+func functionRow(c rowCtx, f api.FunctionStatus) row {
+	r := c.arena.row(f.Name, fnCols)
+	idle, busy, init := instanceCounts(f.Instances)
+	r.cells[fnColName] = f.Name
+	r.cells[fnColVer], r.num[fnColVer] = strconv.Itoa(f.Version), float64(f.Version)
+	r.cells[fnColMem], r.num[fnColMem] = formatMB(f.MemoryMB), float64(f.MemoryMB)
+	r.cells[fnColWarm], r.num[fnColWarm] = formatWarm(f.Pool), float64(f.Pool.EffectiveMinWarm)
+	if f.Pool.Auto {
+		r.tones[fnColWarm] = toneWarn
+	}
+	r.cells[fnColIdle], r.num[fnColIdle] = strconv.Itoa(idle), float64(idle)
+	r.cells[fnColBusy], r.num[fnColBusy] = strconv.Itoa(busy), float64(busy)
+	if busy > 0 {
+		r.tones[fnColBusy] = toneGood
+	}
+	r.cells[fnColInit], r.num[fnColInit] = strconv.Itoa(init), float64(init)
+	if init > 0 {
+		r.tones[fnColInit] = toneWarn
+	}
+	rate, _, ok := c.hist.fnRate(f.Name)
+	r.cells[fnColRate], r.num[fnColRate] = formatRate(rate, ok), rate
+	var all api.Histogram
+	var counts [api.HistBuckets]int64
+	all.Counts = counts[:]
+	mergeKindsInto(&all, f.Latency)
+	p50, p99 := all.Quantile(0.5), all.Quantile(0.99)
+	r.cells[fnColP50], r.num[fnColP50] = formatMsOr(p50, all.Count), p50
+	r.cells[fnColP99], r.num[fnColP99] = formatMsOr(p99, all.Count), p99
+	cs := coldShare(f.Stats)
+	r.cells[fnColCold], r.num[fnColCold] = formatPercent(cs), cs
+	r.tones[fnColCold] = coldTone(cs)
+	u := usageEstimate(f, c.prices)
+	r.cells[fnColGBs], r.num[fnColGBs] = formatGBs(u.GBSeconds), u.GBSeconds
+	r.cells[fnColCost], r.num[fnColCost] = formatUSD(u.Cost), u.Cost
+	return r
 }
 
 // topRows builds the overview's functions table: the busiest first.
@@ -212,28 +248,36 @@ func topRows(c rowCtx) []row {
 		return nil
 	}
 	rows := make([]row, 0, len(c.st.Functions))
+	c.arena = newRowArena(len(c.st.Functions) * topCols)
 	for _, f := range c.st.Functions {
-		r := newRow(f.Name, topCols)
-		r.cells[topColName] = f.Name
-		rate, _, ok := c.hist.fnRate(f.Name)
-		r.cells[topColRate], r.num[topColRate] = formatRate(rate, ok), rate
-		all := mergeKinds(f.Latency)
-		p99 := all.Quantile(0.99)
-		r.cells[topColP99], r.num[topColP99] = formatMsOr(p99, all.Count), p99
-		cs := coldShare(f.Stats)
-		r.cells[topColCold], r.num[topColCold] = formatPercent(cs), cs
-		r.tones[topColCold] = coldTone(cs)
-		wh := math.NaN()
-		if s := f.Stats.ColdStarts + f.Stats.WarmStarts; s > 0 {
-			wh = 100 * float64(f.Stats.WarmStarts) / float64(s)
-		}
-		r.cells[topColWarm], r.num[topColWarm] = formatPercent(wh), wh
-		u := usageEstimate(f, c.prices)
-		r.cells[topColCost], r.num[topColCost] = formatUSD(u.Cost), u.Cost
-		rows = append(rows, r)
+		rows = append(rows, topRow(c, f))
 	}
 	sortRows(rows, topColRate, true)
 	return rows
+}
+
+func topRow(c rowCtx, f api.FunctionStatus) row {
+	r := c.arena.row(f.Name, topCols)
+	r.cells[topColName] = f.Name
+	rate, _, ok := c.hist.fnRate(f.Name)
+	r.cells[topColRate], r.num[topColRate] = formatRate(rate, ok), rate
+	var all api.Histogram
+	var counts [api.HistBuckets]int64
+	all.Counts = counts[:]
+	mergeKindsInto(&all, f.Latency)
+	p99 := all.Quantile(0.99)
+	r.cells[topColP99], r.num[topColP99] = formatMsOr(p99, all.Count), p99
+	cs := coldShare(f.Stats)
+	r.cells[topColCold], r.num[topColCold] = formatPercent(cs), cs
+	r.tones[topColCold] = coldTone(cs)
+	wh := math.NaN()
+	if s := f.Stats.ColdStarts + f.Stats.WarmStarts; s > 0 {
+		wh = 100 * float64(f.Stats.WarmStarts) / float64(s)
+	}
+	r.cells[topColWarm], r.num[topColWarm] = formatPercent(wh), wh
+	u := usageEstimate(f, c.prices)
+	r.cells[topColCost], r.num[topColCost] = formatUSD(u.Cost), u.Cost
+	return r
 }
 
 // agentRows builds the agents table with CPU and memory sparklines.
@@ -242,41 +286,46 @@ func agentRows(c rowCtx) []row {
 		return nil
 	}
 	rows := make([]row, 0, len(c.st.Agents))
+	c.arena = newRowArena(len(c.st.Agents) * agentCols)
 	for _, a := range c.st.Agents {
-		r := newRow(a.Name, agentCols)
-		r.cells[agentColName] = a.Name
-		r.cells[agentColState] = string(a.State)
-		if r.cells[agentColState] == "" {
-			r.cells[agentColState] = "-"
-		}
-		r.tones[agentColState] = agentTone(a.State)
-		var cpuH, memH series
-		if c.hist != nil {
-			cpuH, memH = c.hist.cpu[a.Name], c.hist.mem[a.Name]
-		}
-		r.cells[agentColCPU] = sparkline(cpuH, 0, 100, sparkW) + " " + padLeft(formatPercent(a.Stats.CPUPercent), 6)
-		r.num[agentColCPU] = a.Stats.CPUPercent
-		r.tones[agentColCPU] = loadTone(a.Stats.CPUPercent)
-		r.cells[agentColMem] = sparkline(memH, 0, 100, sparkW) + " " + formatMem(a.Stats.MemUsedBytes, a.Stats.MemTotalBytes)
-		r.num[agentColMem] = float64(a.Stats.MemUsedBytes)
-		if a.Stats.MemTotalBytes > 0 {
-			r.tones[agentColMem] = loadTone(100 * float64(a.Stats.MemUsedBytes) / float64(a.Stats.MemTotalBytes))
-		}
-		r.cells[agentColLoad], r.num[agentColLoad] = formatLoad(a.Stats.Load1), a.Stats.Load1
-		n := liveInstances(a.Instances)
-		r.cells[agentColInst], r.num[agentColInst] = fmt.Sprint(n), float64(n)
-		r.cells[agentColReserved], r.num[agentColReserved] = formatMB(a.ReservedMB)+"/"+formatMB(a.CapacityMB), float64(a.ReservedMB)
-		if a.State == api.AgentGone {
-			for i := range r.tones {
-				if i != agentColState {
-					r.tones[i] = toneDim
-				}
-			}
-		}
-		rows = append(rows, r)
+		rows = append(rows, agentRow(c, a))
 	}
 	sortRows(rows, 0, false)
 	return rows
+}
+
+func agentRow(c rowCtx, a api.AgentStatus) row {
+	r := c.arena.row(a.Name, agentCols)
+	r.cells[agentColName] = a.Name
+	r.cells[agentColState] = string(a.State)
+	if r.cells[agentColState] == "" {
+		r.cells[agentColState] = "-"
+	}
+	r.tones[agentColState] = agentTone(a.State)
+	var cpuH, memH series
+	if c.hist != nil {
+		cpuH, memH = c.hist.cpu[a.Name], c.hist.mem[a.Name]
+	}
+	r.cells[agentColCPU] = sparkline(cpuH, 0, 100, sparkW) + " " + padLeft(formatPercent(a.Stats.CPUPercent), 6)
+	r.num[agentColCPU] = a.Stats.CPUPercent
+	r.tones[agentColCPU] = loadTone(a.Stats.CPUPercent)
+	r.cells[agentColMem] = sparkline(memH, 0, 100, sparkW) + " " + formatMem(a.Stats.MemUsedBytes, a.Stats.MemTotalBytes)
+	r.num[agentColMem] = float64(a.Stats.MemUsedBytes)
+	if a.Stats.MemTotalBytes > 0 {
+		r.tones[agentColMem] = loadTone(100 * float64(a.Stats.MemUsedBytes) / float64(a.Stats.MemTotalBytes))
+	}
+	r.cells[agentColLoad], r.num[agentColLoad] = formatLoad(a.Stats.Load1), a.Stats.Load1
+	n := liveInstances(a.Instances)
+	r.cells[agentColInst], r.num[agentColInst] = strconv.Itoa(n), float64(n)
+	r.cells[agentColReserved], r.num[agentColReserved] = formatMB(a.ReservedMB)+"/"+formatMB(a.CapacityMB), float64(a.ReservedMB)
+	if a.State == api.AgentGone {
+		for i := range r.tones {
+			if i != agentColState {
+				r.tones[i] = toneDim
+			}
+		}
+	}
+	return r
 }
 
 // poolColumns are the pools grid's columns: the function, its pool size,
@@ -313,61 +362,95 @@ func poolRows(st *api.ClusterState) []row {
 	if st == nil {
 		return nil
 	}
-	names := agentNames(st)
+	g := newPoolGrid(st)
 	rows := make([]row, 0, len(st.Functions))
+	a := newRowArena(len(st.Functions) * (3 + len(g.names)))
 	for _, f := range st.Functions {
-		r := newRow(f.Name, 3+len(names))
-		r.cells[0] = f.Name
-		r.cells[1], r.num[1] = formatWarm(f.Pool), float64(f.Pool.EffectiveMinWarm)
-		idle, busy, _ := instanceCounts(f.Instances)
-		r.cells[2], r.num[2] = fmt.Sprintf("%d+%d", idle, busy), float64(idle+busy)
-		shares := map[string]api.PoolShare{}
-		for _, s := range f.Pool.Shares {
-			shares[s.Agent] = s
-		}
-		// Instances per agent, for agents without a share entry.
-		type ib struct{ idle, busy int }
-		counted := map[string]ib{}
-		for _, in := range f.Instances {
-			v := counted[in.Agent]
-			switch in.State {
-			case api.StateIdle:
-				v.idle++
-			case api.StateBusy:
-				v.busy++
-			}
-			counted[in.Agent] = v
-		}
-		for i, n := range names {
-			c := 3 + i
-			s, ok := shares[n]
-			v := counted[n]
-			if ok {
-				v = ib{s.Idle, s.Busy}
-			}
-			target := "-"
-			if ok && s.MinWarm > 0 {
-				target = fmt.Sprint(s.MinWarm)
-			}
-			if v.idle == 0 && v.busy == 0 && target == "-" {
-				r.cells[c] = "·"
-				r.tones[c] = toneDim
-				r.num[c] = 0
-				continue
-			}
-			r.cells[c] = fmt.Sprintf("%d+%d/%s", v.idle, v.busy, target)
-			r.num[c] = float64(v.idle + v.busy)
-			switch {
-			case ok && v.idle < s.MinWarm:
-				r.tones[c] = toneWarn // below target: prewarming
-			case v.busy > 0:
-				r.tones[c] = toneGood
-			}
-		}
-		rows = append(rows, r)
+		rows = append(rows, g.row(a, f))
 	}
 	sortRows(rows, 0, false)
 	return rows
+}
+
+// poolGrid builds the pools grid's rows: its columns are the agents in
+// name order.
+type poolGrid struct {
+	names []string
+	col   map[string]int // agent → index in names
+	cells []poolCell     // scratch, one per agent
+}
+
+type poolCell struct {
+	idle, busy int
+	share      *api.PoolShare
+}
+
+func newPoolGrid(st *api.ClusterState) *poolGrid {
+	g := &poolGrid{names: agentNames(st)}
+	g.col = make(map[string]int, len(g.names))
+	for i, n := range g.names {
+		g.col[n] = i
+	}
+	g.cells = make([]poolCell, len(g.names))
+	return g
+}
+
+// row is one function's row: per agent "idle+busy/target" where target is
+// the agent's share of min_warm ("-" when it has none).
+func (g *poolGrid) row(a *rowArena, f api.FunctionStatus) row {
+	r := a.row(f.Name, 3+len(g.names))
+	r.cells[0] = f.Name
+	r.cells[1], r.num[1] = formatWarm(f.Pool), float64(f.Pool.EffectiveMinWarm)
+	idle, busy, _ := instanceCounts(f.Instances)
+	r.cells[2], r.num[2] = strconv.Itoa(idle)+"+"+strconv.Itoa(busy), float64(idle+busy)
+	clear(g.cells)
+	for i := range f.Pool.Shares {
+		if c, ok := g.col[f.Pool.Shares[i].Agent]; ok {
+			g.cells[c].share = &f.Pool.Shares[i] // the last entry of an agent wins
+		}
+	}
+	// Instances per agent, for agents without a share entry.
+	for _, in := range f.Instances {
+		c, ok := g.col[in.Agent]
+		if !ok {
+			continue
+		}
+		switch in.State {
+		case api.StateIdle:
+			g.cells[c].idle++
+		case api.StateBusy:
+			g.cells[c].busy++
+		}
+	}
+	for i := range g.names {
+		c := 3 + i
+		pc := g.cells[i]
+		s, ok := api.PoolShare{}, pc.share != nil
+		idle, busy := pc.idle, pc.busy
+		if ok {
+			s = *pc.share
+			idle, busy = s.Idle, s.Busy
+		}
+		target := "-"
+		if ok && s.MinWarm > 0 {
+			target = strconv.Itoa(s.MinWarm)
+		}
+		if idle == 0 && busy == 0 && target == "-" {
+			r.cells[c] = "·"
+			r.tones[c] = toneDim
+			r.num[c] = 0
+			continue
+		}
+		r.cells[c] = strconv.Itoa(idle) + "+" + strconv.Itoa(busy) + "/" + target
+		r.num[c] = float64(idle + busy)
+		switch {
+		case ok && idle < s.MinWarm:
+			r.tones[c] = toneWarn // below target: prewarming
+		case busy > 0:
+			r.tones[c] = toneGood
+		}
+	}
+	return r
 }
 
 // Column indexes of the billing table.
@@ -395,9 +478,10 @@ var billColumns = []column{
 func billRows(us []api.Usage, pools map[string]float64) []row {
 	rows := make([]row, 0, len(us))
 	seen := map[string]bool{}
+	a := newRowArena(len(us) * billCols)
 	for _, u := range us {
 		seen[u.Function] = true
-		rows = append(rows, billRow(u, pools))
+		rows = append(rows, billRowCost(a, u, pools[u.Function]))
 	}
 	// Functions that have a warm pool but no usage yet still cost money.
 	for name := range pools {
@@ -410,13 +494,18 @@ func billRows(us []api.Usage, pools map[string]float64) []row {
 }
 
 func billRow(u api.Usage, pools map[string]float64) row {
-	r := newRow(u.Function, billCols)
+	return billRowCost(nil, u, pools[u.Function])
+}
+
+// billRowCost is billRow with the function's warm pool cost per hour,
+// from arena a.
+func billRowCost(a *rowArena, u api.Usage, ph float64) row {
+	r := a.row(u.Function, billCols)
 	r.cells[billColName] = u.Function
 	r.cells[billColReq], r.num[billColReq] = formatCount(u.Requests), float64(u.Requests)
 	r.cells[billColGBs], r.num[billColGBs] = formatGBs(u.GBSeconds), u.GBSeconds
 	r.cells[billColWarm], r.num[billColWarm] = formatGBs(u.WarmthGBSeconds), u.WarmthGBSeconds
 	r.cells[billColCost], r.num[billColCost] = formatUSD(u.Cost), u.Cost
-	ph := pools[u.Function]
 	r.cells[billColPool], r.num[billColPool] = formatUSD(ph)+"/h", ph
 	if ph == 0 {
 		r.cells[billColPool] = "-"
@@ -591,16 +680,33 @@ func sortRows(rows []row, col int, desc bool) {
 	if col < 0 {
 		return
 	}
-	sort.SliceStable(rows, func(i, j int) bool {
-		a, b := rows[i], rows[j]
-		if c := compareCell(a, b, col); c != 0 {
-			if desc {
-				return c > 0
-			}
-			return c < 0
+	sort.SliceStable(rows, func(i, j int) bool { return rowLess(rows[i], rows[j], col, desc) })
+}
+
+// rankOf is the place rows[i] takes when rows are sorted by sortRows(col,
+// desc): how many rows sort before it.
+func rankOf(rows []row, i, col int, desc bool) int {
+	if col < 0 {
+		return i
+	}
+	n := 0
+	for j := range rows {
+		if j != i && rowLess(rows[j], rows[i], col, desc) {
+			n++
 		}
-		return a.key < b.key
-	})
+	}
+	return n
+}
+
+// rowLess is sortRows' order: by column col, reversed when desc, then by key.
+func rowLess(a, b row, col int, desc bool) bool {
+	if c := compareCell(a, b, col); c != 0 {
+		if desc {
+			return c > 0
+		}
+		return c < 0
+	}
+	return a.key < b.key
 }
 
 func compareCell(a, b row, col int) int {
@@ -711,17 +817,18 @@ func clusterKPIs(c rowCtx) kpis {
 	k.coldPerMin, k.coldShare, _ = c.hist.clusterCold()
 	var warm, starts int64
 	if c.st != nil {
-		for _, f := range c.st.Functions {
+		for i := range c.st.Functions {
+			f := &c.st.Functions[i]
 			warm += f.Stats.WarmStarts
 			starts += f.Stats.WarmStarts + f.Stats.ColdStarts
-			k.poolsPerHour += poolCostPerHour(f, c.prices)
+			k.poolsPerHour += poolCostPerHour(*f, c.prices)
+			k.cost.Add(usageEstimate(*f, c.prices))
 		}
 	}
 	k.warmHit = math.NaN()
 	if starts > 0 {
 		k.warmHit = 100 * float64(warm) / float64(starts)
 	}
-	_, k.cost = estimateTotals(c.st, c.prices)
 	return k
 }
 
@@ -817,7 +924,10 @@ func sparkline(vs []float64, lo, hi float64, width int) string {
 		}
 	}
 	var b strings.Builder
-	b.WriteString(strings.Repeat(" ", width-len(vs)))
+	b.Grow(width * 3) // the blocks are 3 bytes in UTF-8
+	for range width - len(vs) {
+		b.WriteByte(' ')
+	}
 	for _, v := range vs {
 		if math.IsNaN(v) {
 			b.WriteByte(' ')
@@ -841,15 +951,15 @@ const (
 func formatBytes(b uint64) string {
 	switch {
 	case b < kib:
-		return fmt.Sprintf("%d B", b)
+		return strconv.FormatUint(b, 10) + " B"
 	case b < mib:
-		return fmt.Sprintf("%d KB", b/kib)
+		return strconv.FormatUint(b/kib, 10) + " KB"
 	case b < gib:
-		return fmt.Sprintf("%d MB", b/mib)
+		return strconv.FormatUint(b/mib, 10) + " MB"
 	case b < tib:
-		return fmt.Sprintf("%.1f GB", float64(b)/gib)
+		return fixed("", float64(b)/gib, 1, " GB")
 	default:
-		return fmt.Sprintf("%.1f TB", float64(b)/tib)
+		return fixed("", float64(b)/tib, 1, " TB")
 	}
 }
 
@@ -867,7 +977,7 @@ func formatMB(mb int) string {
 	if mb < 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%d MB", mb)
+	return strconv.Itoa(mb) + " MB"
 }
 
 // formatWarm renders a pool as "min/max" ("-" for no cap), with "A" when
@@ -875,13 +985,13 @@ func formatMB(mb int) string {
 func formatWarm(p api.PoolStatus) string {
 	mx := "-"
 	if p.MaxInstances > 0 {
-		mx = fmt.Sprint(p.MaxInstances)
+		mx = strconv.Itoa(p.MaxInstances)
 	}
-	s := fmt.Sprintf("%d/%s", p.EffectiveMinWarm, mx)
+	a := ""
 	if p.Auto {
-		s = "A " + s
+		a = "A "
 	}
-	return s
+	return a + strconv.Itoa(p.EffectiveMinWarm) + "/" + mx
 }
 
 // formatPercent renders a percentage with one decimal; NaN, infinities and
@@ -890,7 +1000,7 @@ func formatPercent(p float64) string {
 	if math.IsNaN(p) || math.IsInf(p, 0) || p < 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%.1f%%", p)
+	return fixed("", p, 1, "%")
 }
 
 // formatLoad renders a load average with two decimals.
@@ -898,7 +1008,7 @@ func formatLoad(l float64) string {
 	if math.IsNaN(l) || math.IsInf(l, 0) || l < 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%.2f", l)
+	return fixed("", l, 2, "")
 }
 
 // formatSeconds renders a duration in seconds ("30s", "2.5s"), below a
@@ -925,13 +1035,13 @@ func formatCount(n int64) string {
 	case n < 0:
 		return "-"
 	case n < 100_000:
-		return fmt.Sprint(n)
+		return strconv.FormatInt(n, 10)
 	case n < 1_000_000:
-		return fmt.Sprintf("%dk", n/1000)
+		return strconv.FormatInt(n/1000, 10) + "k"
 	case n < 1_000_000_000:
-		return fmt.Sprintf("%.1fM", float64(n)/1e6)
+		return fixed("", float64(n)/1e6, 1, "M")
 	default:
-		return fmt.Sprintf("%.1fG", float64(n)/1e9)
+		return fixed("", float64(n)/1e9, 1, "G")
 	}
 }
 
@@ -944,15 +1054,15 @@ func formatMs(ms float64) string {
 	case ms == 0:
 		return "0 ms"
 	case ms < 10:
-		return fmt.Sprintf("%.2f ms", ms)
+		return fixed("", ms, 2, " ms")
 	case ms < 100:
-		return fmt.Sprintf("%.1f ms", ms)
+		return fixed("", ms, 1, " ms")
 	case ms < 1000:
-		return fmt.Sprintf("%.0f ms", ms)
+		return fixed("", ms, 0, " ms")
 	case ms < 100_000:
-		return fmt.Sprintf("%.2f s", ms/1000)
+		return fixed("", ms/1000, 2, " s")
 	default:
-		return fmt.Sprintf("%.0f s", ms/1000)
+		return fixed("", ms/1000, 0, " s")
 	}
 }
 
@@ -972,11 +1082,11 @@ func formatRate(r float64, ok bool) string {
 	case r == 0:
 		return "0/s"
 	case r < 10:
-		return fmt.Sprintf("%.2f/s", r)
+		return fixed("", r, 2, "/s")
 	case r < 100:
-		return fmt.Sprintf("%.1f/s", r)
+		return fixed("", r, 1, "/s")
 	}
-	return fmt.Sprintf("%.0f/s", r)
+	return fixed("", r, 0, "/s")
 }
 
 // formatGBs renders GB-seconds.
@@ -987,11 +1097,11 @@ func formatGBs(v float64) string {
 	case v == 0:
 		return "0 GB-s"
 	case v < 10:
-		return fmt.Sprintf("%.3f GB-s", v)
+		return fixed("", v, 3, " GB-s")
 	case v < 1000:
-		return fmt.Sprintf("%.1f GB-s", v)
+		return fixed("", v, 1, " GB-s")
 	}
-	return fmt.Sprintf("%.0f GB-s", v)
+	return fixed("", v, 0, " GB-s")
 }
 
 // formatUSD renders dollars: four decimals below $1 so small bills show,
@@ -1005,11 +1115,21 @@ func formatUSD(v float64) string {
 	case v < 0.0001:
 		return "<$0.0001"
 	case v < 1:
-		return fmt.Sprintf("$%.4f", v)
+		return fixed("$", v, 4, "")
 	case v < 10_000:
-		return fmt.Sprintf("$%.2f", v)
+		return fixed("$", v, 2, "")
 	}
-	return fmt.Sprintf("$%.0f", v)
+	return fixed("$", v, 0, "")
+}
+
+// fixed renders prefix, x with prec decimals (as %.*f does) and suffix,
+// in one allocation: the console formats thousands of figures a second.
+func fixed(prefix string, x float64, prec int, suffix string) string {
+	var buf [64]byte
+	b := append(buf[:0], prefix...)
+	b = strconv.AppendFloat(b, x, 'f', prec, 64)
+	b = append(b, suffix...)
+	return string(b)
 }
 
 func padLeft(s string, w int) string {

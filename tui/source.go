@@ -31,6 +31,14 @@ type Biller interface {
 	Bill(ctx context.Context, since, until time.Time, by string) (*api.Bill, error)
 }
 
+// Historian is the scheduler's per-minute history. A Source that is also
+// a Historian (as *api.Client is) fills the latency windows, cold starts
+// per minute and the rate sparkline with what happened before the console
+// opened, fetched at every (re)connect.
+type Historian interface {
+	History(ctx context.Context, since time.Time, function string) (*api.History, error)
+}
+
 var (
 	errNoSource    = errors.New("no source")
 	errStreamEnded = errors.New("stream ended")
@@ -106,6 +114,11 @@ type (
 		period int
 		bill   *api.Bill
 		err    error
+	}
+	historyMsg struct {
+		gen  int
+		hist *api.History
+		err  error
 	}
 )
 
@@ -185,6 +198,16 @@ func billCmd(ctx context.Context, b Biller, period int, now time.Time) tea.Cmd {
 			err = errors.New("empty bill")
 		}
 		return billMsg{period: period, bill: bill, err: err}
+	}
+}
+
+// historyCmd fetches the minutes the 15 minute window needs.
+func historyCmd(ctx context.Context, h Historian, gen int, now time.Time) tea.Cmd {
+	return func() tea.Msg {
+		ctx, cancel := context.WithTimeout(ctx, actionTimout)
+		defer cancel()
+		hist, err := h.History(ctx, now.Add(-latKeep), "")
+		return historyMsg{gen: gen, hist: hist, err: err}
 	}
 }
 

@@ -2,6 +2,7 @@ package tui
 
 import (
 	"math"
+	"slices"
 	"sort"
 	"time"
 
@@ -19,6 +20,7 @@ const (
 	rateKeep   = 32               // counter samples kept (the stream sends one a second)
 	latStep    = 10 * time.Second // a latency snapshot at most this often
 	latKeep    = 16 * time.Minute // snapshots kept: enough for the 15 minute window
+	coldWindow = 5 * time.Minute  // cold starts per minute are averaged over this
 )
 
 // counters are one function's cumulative counters in one state.
@@ -26,44 +28,125 @@ type counters struct {
 	inv, cold, warm, errs int64
 }
 
+// fnIndex maps function names to their place in a list of counters;
+// successive samples of the same functions share one.
+type fnIndex struct {
+	names []string
+	pos   map[string]int
+}
+
+func newFnIndex(names []string) *fnIndex {
+	ix := &fnIndex{names: names, pos: make(map[string]int, len(names))}
+	for i, n := range names {
+		ix.pos[n] = i
+	}
+	return ix
+}
+
+// sameNames says whether ix lists the functions of st, in order.
+func (ix *fnIndex) sameNames(st *api.ClusterState) bool {
+	if ix == nil || len(ix.names) != len(st.Functions) {
+		return false
+	}
+	for i := range st.Functions {
+		if ix.names[i] != st.Functions[i].Name {
+			return false
+		}
+	}
+	return true
+}
+
+// countSet is every function's counters at one time.
+type countSet struct {
+	ix *fnIndex
+	c  []counters
+}
+
+func (s countSet) get(name string) (counters, bool) {
+	if s.ix == nil {
+		return counters{}, false
+	}
+	i, ok := s.ix.pos[name]
+	if !ok {
+		return counters{}, false
+	}
+	return s.c[i], true
+}
+
+// peer is o's counters of s's i-th function (zero when o lacks it).
+func (s countSet) peer(i int, o countSet) counters {
+	if o.ix == s.ix {
+		return o.c[i]
+	}
+	c, _ := o.get(s.ix.names[i])
+	return c
+}
+
+func countsOf(st *api.ClusterState, prev *fnIndex) countSet {
+	ix := prev
+	if !ix.sameNames(st) {
+		names := make([]string, len(st.Functions))
+		for i := range st.Functions {
+			names[i] = st.Functions[i].Name
+		}
+		ix = newFnIndex(names)
+	}
+	cs := countSet{ix: ix, c: make([]counters, len(st.Functions))}
+	for i := range st.Functions {
+		f := &st.Functions[i]
+		cs.c[i] = counters{inv: f.Stats.Invocations, cold: f.Stats.ColdStarts, warm: f.Stats.WarmStarts, errs: f.Stats.Errors}
+	}
+	return cs
+}
+
 // sample is the counters of every function at one time.
 type sample struct {
-	t   time.Time
-	fns map[string]counters
+	t time.Time
+	countSet
 }
 
 // latSnap is the cumulative latency histograms at one time, per function
-// and start kind, plus their sum over all functions. A function whose
-// histogram did not change shares the previous snapshot's pointer, so an
-// idle cluster costs almost nothing to remember.
+// and start kind, plus their sum over all functions, and the cumulative
+// counters. A function whose histogram did not change shares the previous
+// snapshot's pointer, so an idle cluster costs almost nothing to remember.
+// Snapshots come from the stream's states and, for the time before the
+// console opened, from the scheduler's per-minute history (seed).
 type latSnap struct {
 	t   time.Time
 	fns map[string]map[api.StartKind]*api.Histogram
 	all map[api.StartKind]*api.Histogram
+	cnt countSet
 }
 
 // series is a bounded list of float samples (oldest first).
 type series []float64
 
 func (s series) push(v float64, n int) series {
-	s = append(s, v)
-	if len(s) > n {
-		s = append(series(nil), s[len(s)-n:]...)
+	if len(s) >= n && n > 0 {
+		// Full: shift in place (a series belongs to the history alone).
+		s = s[len(s)-n:]
+		copy(s, s[1:])
+		s[n-1] = v
+		return s
 	}
-	return s
+	return append(s, v)
 }
 
 // history is what the console remembers of past states.
 type history struct {
 	samples []sample
+	old     int // the sample the rate window starts at (see base); -1 for none
 	lat     []latSnap
 	cpu     map[string]series // per agent, percent
 	mem     map[string]series // per agent, percent of total
 	rate    series            // cluster invocations per second, per state
+	// ratePre is how many values at the front of rate are per-minute
+	// averages from the scheduler's history rather than live samples.
+	ratePre int
 }
 
 func newHistory() *history {
-	return &history{cpu: map[string]series{}, mem: map[string]series{}}
+	return &history{cpu: map[string]series{}, mem: map[string]series{}, old: -1}
 }
 
 // stateTime is when a state was taken: its own stamp, else now.
@@ -83,15 +166,21 @@ func (h *history) add(st *api.ClusterState, t time.Time) {
 	if n := len(h.samples); n > 0 && !t.After(h.samples[n-1].t) {
 		return
 	}
-	s := sample{t: t, fns: make(map[string]counters, len(st.Functions))}
-	for _, f := range st.Functions {
-		s.fns[f.Name] = counters{inv: f.Stats.Invocations, cold: f.Stats.ColdStarts, warm: f.Stats.WarmStarts, errs: f.Stats.Errors}
+	var prev *fnIndex
+	if n := len(h.samples); n > 0 {
+		prev = h.samples[n-1].ix
 	}
-	h.samples = append(h.samples, s)
-	if len(h.samples) > rateKeep {
-		h.samples = append([]sample(nil), h.samples[len(h.samples)-rateKeep:]...)
+	h.samples = append(h.samples, sample{t: t, countSet: countsOf(st, prev)})
+	if n := len(h.samples); n > rateKeep {
+		copy(h.samples, h.samples[n-rateKeep:])
+		clear(h.samples[rateKeep:])
+		h.samples = h.samples[:rateKeep]
 	}
+	h.old = h.findBase()
 	r, _ := h.clusterRate()
+	if len(h.rate) >= sparkLen && h.ratePre > 0 {
+		h.ratePre-- // the oldest history value leaves the sparkline
+	}
 	h.rate = h.rate.push(r, sparkLen)
 
 	seen := map[string]bool{}
@@ -129,7 +218,21 @@ func (h *history) snapshot(st *api.ClusterState, t time.Time) latSnap {
 		prev = h.lat[n-1].fns
 	}
 	s := latSnap{t: t, fns: make(map[string]map[api.StartKind]*api.Histogram, len(st.Functions)), all: map[api.StartKind]*api.Histogram{}}
+	if n := len(h.samples); n > 0 && h.samples[n-1].t.Equal(t) {
+		s.cnt = h.samples[n-1].countSet // the counters of this very state
+	} else {
+		s.cnt = countsOf(st, nil)
+	}
 	for _, f := range st.Functions {
+		if p := prev[f.Name]; p != nil && sameCounts(p, f.Latency) {
+			s.fns[f.Name] = p // nothing changed: share the whole map
+			for k, hg := range f.Latency {
+				if hg != nil {
+					addTo(s.all, k, hg)
+				}
+			}
+			continue
+		}
 		m := make(map[api.StartKind]*api.Histogram, len(f.Latency))
 		for k, hg := range f.Latency {
 			if hg == nil {
@@ -152,6 +255,22 @@ func (h *history) snapshot(st *api.ClusterState, t time.Time) latSnap {
 	return s
 }
 
+// sameCounts says whether a snapshot's histograms p hold the counts of cur
+// for every start kind (nil entries of cur left out).
+func sameCounts(p, cur map[api.StartKind]*api.Histogram) bool {
+	n := 0
+	for k, hg := range cur {
+		if hg == nil {
+			continue
+		}
+		n++
+		if q := p[k]; q == nil || q.Count != hg.Count {
+			return false
+		}
+	}
+	return n == len(p)
+}
+
 // delta is the change of a cumulative counter; a counter that went down
 // was reset (a scheduler restart) and counts from zero.
 func delta(cur, old int64) int64 {
@@ -161,20 +280,29 @@ func delta(cur, old int64) int64 {
 	return cur - old
 }
 
-// base returns the oldest sample within rateWindow of the newest one
-// (not the newest itself), or false when there is only one sample.
-func (h *history) base() (old, cur sample, ok bool) {
+// findBase is the index of the oldest sample within rateWindow of the
+// newest one (not the newest itself), or -1 when there is only one sample.
+func (h *history) findBase() int {
 	n := len(h.samples)
 	if n < 2 {
-		return sample{}, sample{}, false
+		return -1
 	}
-	cur = h.samples[n-1]
+	cur := h.samples[n-1]
 	for i := 0; i < n-1; i++ {
 		if cur.t.Sub(h.samples[i].t) <= rateWindow {
-			return h.samples[i], cur, true
+			return i
 		}
 	}
-	return h.samples[n-2], cur, true
+	return n - 2
+}
+
+// base returns the sample the rate window starts at and the newest one,
+// or false when there is only one sample.
+func (h *history) base() (old, cur *sample, ok bool) {
+	if h.old < 0 || h.old >= len(h.samples)-1 {
+		return nil, nil, false
+	}
+	return &h.samples[h.old], &h.samples[len(h.samples)-1], true
 }
 
 // fnRate is a function's invocations per second and cold starts per
@@ -184,11 +312,11 @@ func (h *history) fnRate(name string) (invPerSec, coldPerMin float64, ok bool) {
 	if !ok {
 		return 0, 0, false
 	}
-	c, in := cur.fns[name]
+	i, in := cur.ix.pos[name]
 	if !in {
 		return 0, 0, false
 	}
-	o := old.fns[name] // a new function counts from zero
+	c, o := cur.c[i], cur.peer(i, old.countSet) // a new function counts from zero
 	dt := cur.t.Sub(old.t).Seconds()
 	return float64(delta(c.inv, o.inv)) / dt, float64(delta(c.cold, o.cold)) / dt * 60, true
 }
@@ -200,22 +328,28 @@ func (h *history) clusterRate() (float64, bool) {
 		return 0, false
 	}
 	var d int64
-	for name, c := range cur.fns {
-		d += delta(c.inv, old.fns[name].inv)
+	for i, c := range cur.c {
+		d += delta(c.inv, cur.peer(i, old.countSet).inv)
 	}
 	return float64(d) / cur.t.Sub(old.t).Seconds(), true
 }
 
-// clusterCold is cluster cold starts per minute and the share of
-// invocations in the rate window that started cold (NaN if none).
+// clusterCold is cluster cold starts per minute and the share of starts
+// that were cold (NaN if none), over the last coldWindow (or what of it is
+// known: the snapshots, seeded from the scheduler's history).
 func (h *history) clusterCold() (perMin, share float64, ok bool) {
-	old, cur, ok := h.base()
-	if !ok {
+	n := len(h.samples)
+	if n == 0 {
+		return 0, math.NaN(), false
+	}
+	cur := h.samples[n-1]
+	old := h.baseSnap(cur.t, coldWindow)
+	if old == nil || !cur.t.After(old.t) {
 		return 0, math.NaN(), false
 	}
 	var cold, starts int64
-	for name, c := range cur.fns {
-		o := old.fns[name]
+	for i, c := range cur.c {
+		o := cur.peer(i, old.cnt)
 		dc, dw := delta(c.cold, o.cold), delta(c.warm, o.warm)
 		cold += dc
 		starts += dc + dw
@@ -256,14 +390,20 @@ func subHist(cur, base *api.Histogram) *api.Histogram {
 	if cur == nil {
 		return nil
 	}
-	if base == nil || base.Count == 0 || base.Count > cur.Count {
+	if base == nil || base.Count > cur.Count || (base.Count == 0 && !slices.ContainsFunc(base.Counts, func(c int64) bool { return c != 0 })) {
 		return cur.Clone()
 	}
-	out := &api.Histogram{Counts: make([]int64, len(cur.Counts))}
-	top := -1
-	for i, c := range cur.Counts {
+	n := max(len(cur.Counts), len(base.Counts))
+	out := &api.Histogram{Counts: make([]int64, n)}
+	top, neg := -1, false
+	for i := range n {
+		var c int64
+		if i < len(cur.Counts) {
+			c = cur.Counts[i]
+		}
 		if i < len(base.Counts) {
 			c -= base.Counts[i]
+			neg = neg || base.Counts[i] < 0
 		}
 		if c < 0 {
 			return cur.Clone() // histograms of different runs
@@ -276,7 +416,12 @@ func subHist(cur, base *api.Histogram) *api.Histogram {
 	}
 	out.SumMs = max(cur.SumMs-base.SumMs, 0)
 	if top >= 0 {
-		out.MaxMs = min(api.BucketBound(top), cur.MaxMs)
+		out.MaxMs = api.BucketBound(top)
+		if !neg {
+			// A base from history before a scheduler restart counts
+			// below zero, and then cur's maximum is not the window's.
+			out.MaxMs = min(out.MaxMs, cur.MaxMs)
+		}
 	}
 	return out
 }
@@ -299,6 +444,12 @@ func (h *history) windowLatency(st *api.ClusterState, fn string, now time.Time, 
 	out := make(map[api.StartKind]*api.Histogram, len(cur))
 	for k, hg := range cur {
 		out[k] = subHist(hg, base[k])
+	}
+	for k, hg := range base {
+		if _, ok := cur[k]; !ok && hg != nil && hg.Count < 0 {
+			// Seen before a scheduler restart, not since.
+			out[k] = subHist(&api.Histogram{}, hg)
+		}
 	}
 	return out, now.Sub(b.t)
 }
@@ -332,10 +483,22 @@ func currentLatency(st *api.ClusterState, fn string) map[api.StartKind]*api.Hist
 // mergeKinds sums the histograms of every start kind.
 func mergeKinds(m map[api.StartKind]*api.Histogram) *api.Histogram {
 	out := &api.Histogram{}
-	for _, k := range sortedKinds(m) {
+	mergeKindsInto(out, m)
+	return out
+}
+
+// mergeKindsInto adds the histograms of every start kind to out, in the
+// order of the kinds (so the sums come out the same whatever the map's).
+func mergeKindsInto(out *api.Histogram, m map[api.StartKind]*api.Histogram) {
+	var buf [8]api.StartKind
+	ks := buf[:0]
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	for _, k := range ks {
 		out.Merge(m[k])
 	}
-	return out
 }
 
 func sortedKinds(m map[api.StartKind]*api.Histogram) []api.StartKind {

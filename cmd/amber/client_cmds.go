@@ -259,8 +259,9 @@ func cmdLs(ctx context.Context, args []string, stdout io.Writer) error {
 
 // The console sees the cluster through its own small interface.
 var (
-	_ tui.Source = (*api.Client)(nil)
-	_ tui.Biller = (*api.Client)(nil)
+	_ tui.Source    = (*api.Client)(nil)
+	_ tui.Biller    = (*api.Client)(nil)
+	_ tui.Historian = (*api.Client)(nil)
 )
 
 func cmdConsole(ctx context.Context, args []string) error {
