@@ -41,7 +41,7 @@ const (
 	freezeQuiet = 2 * time.Millisecond
 	// freezeRetry is how soon a freeze is tried again when the runtime
 	// had not yet parked on /next or output was still arriving.
-	freezeRetry = 10 * time.Millisecond
+	freezeRetry = 5 * time.Millisecond
 	// freezeAnyway: an instance idle this long is frozen even if its
 	// runtime never came back to /next or its processes keep writing.
 	freezeAnyway = time.Second

@@ -32,7 +32,11 @@ const spinHandler = `handler() {
 func inProcessAgent(t testing.TB, f *fixture, name string, opts ...agent.Option) (*agent.Agent, *agent.Containerd, string) {
 	t.Helper()
 	state := filepath.Join(f.dir, "agents-"+name)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var w io.Writer = io.Discard
+	if os.Getenv("FREEZE_DEBUG") != "" {
+		w = os.Stderr
+	}
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	client := f.cluster.Client()
 	ctr, err := agent.NewContainerd(f.cluster.Containerd.Address, name, filepath.Join(f.dir, "amber-init"), state, client, log)
 	if err != nil {
