@@ -177,4 +177,3 @@ func writeFreezer(b *testing.B, path, state string) {
 }
 
 func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
-
