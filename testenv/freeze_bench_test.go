@@ -1,6 +1,8 @@
 package testenv_test
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,46 +13,58 @@ import (
 
 	"github.com/amberfn/amber/agent"
 	"github.com/amberfn/amber/api"
+	"github.com/amberfn/amber/testenv/bench"
 )
 
-// freezeSetting is one agent of BenchmarkFreeze.
+// freezeSetting is one agent of measureFreeze.
 type freezeSetting struct {
-	name  string
+	Name  string
 	after time.Duration // agent.WithFreezeAfter
 	a     *agent.Agent
-	back  []time.Duration // back-to-back warm invokes
-	gap   []time.Duration // warm invokes after the instance sat idle
-	paced []time.Duration // warm invokes 10 ms apart
+	Back  []time.Duration // back-to-back warm invokes
+	Paced []time.Duration // warm invokes 10 ms apart
+	Gap   []time.Duration // warm invokes after the instance sat idle 100 ms
 }
 
-// BenchmarkFreeze measures what freezing idle instances costs a warm
-// invoke of examples/hello, in one run, interleaved, on three agents of
-// the same cluster that differ only in freezing: never (the baseline),
-// as soon as the runtime is back on /next, and after DefaultFreezeAfter
-// idle. "back" invokes follow each other at once; "paced" ones come
-// 10 ms apart (the at-once agent freezes and thaws between them, the
-// other does not); "gap" invokes come
-// after 100 ms idle, when both freezing agents have frozen the instance,
-// so each pays a thaw (and the baseline a wake-up from idle). Invokes are in-process (*Agent).Invoke: agent,
+// freezeResult is what measureFreeze measured; Settings[0] is the
+// baseline (never frozen).
+type freezeResult struct {
+	Settings []*freezeSetting
+	Blocks   int
+	// Freeze and thaw of one idle instance: the cgroup freezer file
+	// written directly, and containerd's task Pause and Resume.
+	CgFreeze, CgThaw, CtrPause, CtrResume []time.Duration
+}
+
+// measureFreeze measures what freezing idle instances costs a warm
+// invoke of examples/hello, interleaved, on three in-process agents of the
+// same cluster that differ only in freezing: never (the baseline), as
+// soon as the runtime is back on /next (agent.WithFreezeAfter(0)), and
+// after agent.DefaultFreezeAfter idle. Each agent in turn, after 100 ms of
+// quiet (every agent's freezing is done by then, so none runs during
+// another's invokes), gets one "gap" invoke (its instance has been idle
+// 100 ms: frozen on both freezing agents, so it pays a thaw; the baseline
+// pays a wake-up from idle), then "back" invokes one after the other, then
+// "paced" invokes 10 ms apart (the at-once agent freezes and thaws between
+// them, the delayed one does not). Invokes are (*Agent).Invoke: agent,
 // frames, amber-init, runtime and back, no HTTP.
 //
-// It also times the two ways to freeze the same idle instance: the
+// Then it times the two ways to freeze the baseline's idle instance: the
 // cgroup freezer file written directly (what the agent does) and
 // containerd's task Pause/Resume (agent → containerd → shim → runc).
-func BenchmarkFreeze(b *testing.B) {
-	f := clusterB(b)
-	ctx := b.Context()
+func measureFreeze(tb testing.TB, f *fixture, blocks int) *freezeResult {
+	tb.Helper()
+	ctx := tb.Context()
 	c := f.cluster.Client()
-	fn := deploy(b, c, "bench-freeze", f.images["hello"])
-	rounds := benchRounds(b, 300)
-	settings := []*freezeSetting{
-		{name: "off", after: -1},
-		{name: "at-once", after: 0},
-		{name: "after-" + agent.DefaultFreezeAfter.String(), after: agent.DefaultFreezeAfter},
-	}
-	for _, s := range settings {
-		s.a, _, _ = inProcessAgent(b, f, "bench-freeze-"+strings.ReplaceAll(s.name, "ms", ""), agent.WithFreezeAfter(s.after))
-		b.Cleanup(func() { s.a.Shutdown(ctx) })
+	fn := deploy(tb, c, "bench-freeze", f.images["hello"])
+	r := &freezeResult{Blocks: blocks, Settings: []*freezeSetting{
+		{Name: "off", after: -1},
+		{Name: "at once", after: 0},
+		{Name: "after " + agent.DefaultFreezeAfter.String(), after: agent.DefaultFreezeAfter},
+	}}
+	for i, s := range r.Settings {
+		s.a, _, _ = inProcessAgent(tb, f, fmt.Sprintf("bench-freeze-%d", i), agent.WithFreezeAfter(s.after))
+		tb.Cleanup(func() { s.a.Shutdown(context.WithoutCancel(ctx)) })
 	}
 	payload := []byte(`{"name":"bench"}`)
 	invoke := func(s *freezeSetting) time.Duration {
@@ -58,116 +72,126 @@ func BenchmarkFreeze(b *testing.B) {
 		res, err := s.a.Invoke(ctx, fn.Name, fn.Version, "", payload)
 		d := time.Since(t0)
 		if err != nil || res.FunctionError != "" {
-			b.Fatalf("%s: invoke: %v %+v", s.name, err, res)
+			tb.Fatalf("freeze %s: invoke: %v %+v", s.Name, err, res)
 		}
 		return d
 	}
-	for _, s := range settings {
+	for _, s := range r.Settings {
 		invoke(s) // the cold start
 		invoke(s)
 	}
-	// Blocks of back-to-back invokes, one agent at a time (in turn), each
-	// after 100 ms of quiet: every agent's freezing is done by then, so
-	// no agent's freeze runs during another's invokes. A block's first
-	// invoke is a "gap" one, the rest "back".
 	const block = 10
-	b.ResetTimer()
-	for range b.N {
-		for i := range max(rounds/block, 20) {
-			for j := range settings {
-				s := settings[(i+j)%len(settings)]
-				time.Sleep(100 * time.Millisecond)
-				s.gap = append(s.gap, invoke(s))
-				for range block - 1 {
-					s.back = append(s.back, invoke(s))
-				}
-				for range block {
-					time.Sleep(10 * time.Millisecond)
-					s.paced = append(s.paced, invoke(s))
-				}
+	for i := range blocks {
+		for j := range r.Settings {
+			s := r.Settings[(i+j)%len(r.Settings)]
+			time.Sleep(100 * time.Millisecond)
+			s.Gap = append(s.Gap, invoke(s))
+			for range block {
+				s.Back = append(s.Back, invoke(s))
+			}
+			for range block {
+				time.Sleep(10 * time.Millisecond)
+				s.Paced = append(s.Paced, invoke(s))
 			}
 		}
 	}
-	b.StopTimer()
-	base := settings[0]
-	bp50, gp50, pp50 := percentile(base.back, 50), percentile(base.gap, 50), percentile(base.paced, 50)
-	for _, s := range settings {
-		p50b, p50g, p50p := percentile(s.back, 50), percentile(s.gap, 50), percentile(s.paced, 50)
-		b.ReportMetric(us(p50b), s.name+"-back-p50-µs")
-		b.ReportMetric(us(p50p), s.name+"-paced-p50-µs")
-		b.ReportMetric(us(p50g), s.name+"-gap-p50-µs")
-		if s != base {
-			b.ReportMetric(float64(p50b)/float64(bp50), s.name+"/off-back")
-			b.ReportMetric(float64(p50p)/float64(pp50), s.name+"/off-paced")
-			b.ReportMetric(float64(p50g)/float64(gp50), s.name+"/off-gap")
-		}
-		b.Logf("freeze %s: back-to-back p50 %s p99 %s (%.2f× off); 10 ms apart p50 %s p99 %s (%.2f× off); after 100 ms idle p50 %s p99 %s (%.2f× off)",
-			s.name, p50b, percentile(s.back, 99), float64(p50b)/float64(bp50),
-			p50p, percentile(s.paced, 99), float64(p50p)/float64(pp50),
-			p50g, percentile(s.gap, 99), float64(p50g)/float64(gp50))
-	}
 
-	// The mechanisms, on the baseline agent's idle instance (never frozen
-	// by its agent).
 	var id string
-	for _, in := range base.a.Instances() {
+	for _, in := range r.Settings[0].a.Instances() {
 		id = in.ID
 	}
 	ctd, err := containerd.New(f.cluster.Containerd.Address, containerd.WithDefaultNamespace(agent.Namespace))
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	defer ctd.Close()
 	cont, err := ctd.LoadContainer(ctx, id)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	task, err := cont.Task(ctx, nil)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	state := filepath.Join("/sys/fs/cgroup/freezer", agent.Namespace, id, "freezer.state")
-	var cgFreeze, cgThaw, ctrPause, ctrResume []time.Duration
-	for range 50 {
+	for range 30 {
 		t0 := time.Now()
-		writeFreezer(b, state, "FROZEN")
+		writeFreezer(tb, state, "FROZEN")
 		t1 := time.Now()
-		writeFreezer(b, state, "THAWED")
+		writeFreezer(tb, state, "THAWED")
 		t2 := time.Now()
+		// runc gives up on a freeze that takes long ("unable to freeze"):
+		// such rounds are not counted.
 		if err := task.Pause(ctx); err != nil {
-			b.Fatal(err)
+			tb.Logf("containerd task Pause: %v", err)
+			_ = task.Resume(ctx)
+			continue
 		}
 		t3 := time.Now()
 		if err := task.Resume(ctx); err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		t4 := time.Now()
-		cgFreeze, cgThaw = append(cgFreeze, t1.Sub(t0)), append(cgThaw, t2.Sub(t1))
-		ctrPause, ctrResume = append(ctrPause, t3.Sub(t2)), append(ctrResume, t4.Sub(t3))
+		r.CgFreeze, r.CgThaw = append(r.CgFreeze, t1.Sub(t0)), append(r.CgThaw, t2.Sub(t1))
+		r.CtrPause, r.CtrResume = append(r.CtrPause, t3.Sub(t2)), append(r.CtrResume, t4.Sub(t3))
 	}
-	cg, ctr := percentile(cgFreeze, 50)+percentile(cgThaw, 50), percentile(ctrPause, 50)+percentile(ctrResume, 50)
+	if res, err := r.Settings[0].a.Invoke(ctx, fn.Name, fn.Version, "", payload); err != nil || res.StartKind != api.StartWarm {
+		tb.Fatalf("invoke after the freezer rounds: %v %+v", err, res)
+	}
+	return r
+}
+
+// BenchmarkFreeze reports measureFreeze: warm invoke p50 with freezing at
+// once and after DefaultFreezeAfter, as ratios to never freezing, and the
+// cost of the two freeze mechanisms.
+func BenchmarkFreeze(b *testing.B) {
+	f := clusterB(b)
+	blocks := max(benchRounds(b, 300)/10, 10)
+	var r *freezeResult
+	b.ResetTimer()
+	for range b.N {
+		r = measureFreeze(b, f, blocks)
+	}
+	b.StopTimer()
+	base := r.Settings[0]
+	bp50, pp50, gp50 := percentile(base.Back, 50), percentile(base.Paced, 50), percentile(base.Gap, 50)
+	for _, s := range r.Settings {
+		key := strings.ReplaceAll(s.Name, " ", "-")
+		p50b, p50p, p50g := percentile(s.Back, 50), percentile(s.Paced, 50), percentile(s.Gap, 50)
+		b.ReportMetric(us(p50b), key+"-back-p50-µs")
+		b.ReportMetric(us(p50p), key+"-paced-p50-µs")
+		b.ReportMetric(us(p50g), key+"-gap-p50-µs")
+		if s != base {
+			b.ReportMetric(float64(p50b)/float64(bp50), key+"/off-back")
+			b.ReportMetric(float64(p50p)/float64(pp50), key+"/off-paced")
+			b.ReportMetric(float64(p50g)/float64(gp50), key+"/off-gap")
+		}
+		b.Logf("freeze %s: back-to-back p50 %s p99 %s (%.2f× off); 10 ms apart p50 %s p99 %s (%.2f× off); after 100 ms idle p50 %s p99 %s (%.2f× off)",
+			s.Name, p50b, percentile(s.Back, 99), float64(p50b)/float64(bp50),
+			p50p, percentile(s.Paced, 99), float64(p50p)/float64(pp50),
+			p50g, percentile(s.Gap, 99), float64(p50g)/float64(gp50))
+	}
+	cg := percentile(r.CgFreeze, 50) + percentile(r.CgThaw, 50)
+	ctr := percentile(r.CtrPause, 50) + percentile(r.CtrResume, 50)
 	b.ReportMetric(us(cg), "cgroup-freeze+thaw-p50-µs")
 	b.ReportMetric(us(ctr), "task-pause+resume-p50-µs")
 	b.Logf("freeze+thaw p50: cgroup freezer file %s (freeze %s, thaw %s); containerd task Pause+Resume %s (pause %s, resume %s); %.0f×",
-		cg, percentile(cgFreeze, 50), percentile(cgThaw, 50), ctr, percentile(ctrPause, 50), percentile(ctrResume, 50), float64(ctr)/float64(cg))
-	if r, err := base.a.Invoke(ctx, fn.Name, fn.Version, "", payload); err != nil || r.StartKind != api.StartWarm {
-		b.Fatalf("invoke after the mechanism rounds: %v %+v", err, r)
-	}
+		cg, percentile(r.CgFreeze, 50), percentile(r.CgThaw, 50), ctr, percentile(r.CtrPause, 50), percentile(r.CtrResume, 50), float64(ctr)/float64(cg))
 }
 
 // writeFreezer writes a v1 freezer state and, for FROZEN, waits until
 // every task has stopped.
-func writeFreezer(b *testing.B, path, state string) {
+func writeFreezer(tb testing.TB, path, state string) {
 	for {
 		if err := os.WriteFile(path, []byte(state), 0); err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		if state != "FROZEN" {
 			return
 		}
 		got, err := os.ReadFile(path)
 		if err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		if strings.TrimSpace(string(got)) == "FROZEN" {
 			return
@@ -177,3 +201,27 @@ func writeFreezer(b *testing.B, path, state string) {
 }
 
 func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+
+// writeFreezeSection writes measureFreeze's figures for BENCH.md.
+func writeFreezeSection(w func(string, ...any), r *freezeResult) {
+	w("### Freezing idle instances\n\n")
+	w("examples/hello on three in-process agents of one cluster that differ only in when an idle instance is frozen, %d blocks interleaved "+
+		"(measureFreeze in testenv/freeze_bench_test.go; alone: `go test -run '^$' -bench '^BenchmarkFreeze$' -benchtime 1x ./testenv`). "+
+		"Each block: one invoke after 100 ms idle (frozen on both freezing agents: it pays a thaw), 10 back to back, 10 paced 10 ms apart.\n\n", r.Blocks)
+	base := r.Settings[0]
+	t := bench.Table{Header: []string{"freeze", "back to back p50", "÷ off", "10 ms apart p50", "÷ off", "after 100 ms idle p50", "÷ off", "p99"}}
+	for _, s := range r.Settings {
+		b, p, g := bench.Summarize(s.Back), bench.Summarize(s.Paced), bench.Summarize(s.Gap)
+		t.Add(s.Name, bench.Dur(b.P50), bench.X(bench.Ratio(b.P50, percentile(base.Back, 50))),
+			bench.Dur(p.P50), bench.X(bench.Ratio(p.P50, percentile(base.Paced, 50))),
+			bench.Dur(g.P50), bench.X(bench.Ratio(g.P50, percentile(base.Gap, 50))), bench.Dur(g.P99))
+	}
+	w("%s\n", t.String())
+	if len(r.CtrPause) > 0 {
+		cg := percentile(r.CgFreeze, 50) + percentile(r.CgThaw, 50)
+		ctr := percentile(r.CtrPause, 50) + percentile(r.CtrResume, 50)
+		w("One freeze and thaw of an idle instance, p50: the cgroup freezer file written by the agent %s (freeze %s, off the invoke's path; thaw %s), "+
+			"containerd's task Pause and Resume (runc pause) %s: %s.\n\n",
+			bench.Dur(cg), bench.Dur(percentile(r.CgFreeze, 50)), bench.Dur(percentile(r.CgThaw, 50)), bench.Dur(ctr), bench.X(bench.Ratio(ctr, cg)))
+	}
+}
