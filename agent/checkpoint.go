@@ -75,8 +75,9 @@ func (p *ctrProcess) Checkpoint(ctx context.Context, imagePath string) error {
 		return err
 	}
 	// A snapshot's instance is never in a pool and so never frozen; if one
-	// were, thaw it: CRIU freezes the cgroup itself for the dump, and runc
-	// checkpoints only a running container.
+	// were, thaw it: runc takes a frozen container for paused and refuses
+	// to checkpoint it ("pause failed: container not running"); CRIU
+	// freezes the cgroup itself for the dump.
 	if p.frz.dir != "" {
 		if frozen, _ := p.frz.isFrozen(); frozen {
 			if err := p.frz.thaw(); err != nil {

@@ -18,9 +18,14 @@ import (
 // The agent writes the freezer file itself rather than asking containerd
 // to pause the task: both end in the same kernel freezer (runc pause
 // writes the same file), but a pause goes agent → containerd → shim →
-// a runc process, which costs milliseconds where the write costs
-// microseconds (BENCH.md, BenchmarkFreeze). runc and containerd read the
-// freezer's state when asked, so a frozen task shows as paused to them.
+// a runc process, which costs tens of milliseconds where the write costs
+// microseconds to thaw (BENCH.md, BenchmarkFreeze), and runc gives up on a
+// freeze that takes a while ("unable to freeze"). containerd does not
+// notice: it still lists the task as running. runc reads the freezer and
+// takes the container for paused, so it refuses to checkpoint it ("pause
+// failed: container not running"): Checkpoint thaws first. Under cgroup
+// v1 a frozen task does not die of SIGKILL until thawed: Close thaws first
+// too, and so does the sweep of what an earlier run of the agent left.
 
 // Freezer errors.
 var (
