@@ -110,6 +110,7 @@ func cmdAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	state := fs.String("state", "/var/lib/amber/agent", "state folder")
 	capacity := fs.Int("capacity", 4096, "memory for instances, MB")
 	keepAlive := fs.Duration("keep-alive", 10*time.Minute, "how long an idle instance lives")
+	freezeAfter := fs.Duration("freeze-after", agent.DefaultFreezeAfter, "idle time before an instance is frozen (0: at once; negative: never)")
 	tlsf := addTLSFlags(fs, "the scheduler")
 	hc, err := parseServerFlags(fs, args, "agent", config, tlsf)
 	if err != nil {
@@ -142,7 +143,7 @@ func cmdAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		*advertise = scheme + ln.Addr().String()
 	}
 	a, err := agent.New(client, agent.WithName(*name), agent.WithAdvertiseURL(*advertise), agent.WithToken(*token),
-		agent.WithCapacityMB(*capacity), agent.WithKeepAlive(*keepAlive), agent.WithLauncher(ctr), agent.WithLogger(log))
+		agent.WithCapacityMB(*capacity), agent.WithKeepAlive(*keepAlive), agent.WithFreezeAfter(*freezeAfter), agent.WithLauncher(ctr), agent.WithLogger(log))
 	if err != nil {
 		return err
 	}
