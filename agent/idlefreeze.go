@@ -109,7 +109,9 @@ func (in *instance) tryFreeze(gen uint64, idleSince time.Time) {
 	start := time.Now()
 	if err := f.frz.Freeze(context.Background()); err != nil {
 		f.failed = true
-		in.log.Warn("freeze idle instance failed; it stays thawed", "err", err)
+		if !errors.Is(err, ErrNoFreezer) { // no freezer: said at launch
+			in.log.Warn("freeze idle instance failed; it stays thawed", "err", err)
+		}
 		return
 	}
 	f.frozen.Store(true)

@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -129,5 +131,88 @@ func TestFrozenInstanceReaped(t *testing.T) {
 				t.Errorf("%d instances listed after removal", n)
 			}
 		})
+	}
+}
+
+func TestFreezerCgroupFiles(t *testing.T) {
+	tests := []struct {
+		name       string
+		v2         bool
+		files      map[string]string // present before the freeze
+		wantFrozen map[string]string // after the freeze
+		wantThawed map[string]string // after the thaw
+	}{
+		{
+			name:       "v1",
+			files:      map[string]string{"freezer.state": "THAWED\n"},
+			wantFrozen: map[string]string{"freezer.state": "FROZEN"},
+			wantThawed: map[string]string{"freezer.state": "THAWED"},
+		},
+		{
+			// cgroup.events is the kernel's to write; here it already says frozen.
+			name:       "v2",
+			v2:         true,
+			files:      map[string]string{"cgroup.freeze": "0\n", "cgroup.events": "populated 1\nfrozen 1\n"},
+			wantFrozen: map[string]string{"cgroup.freeze": "1"},
+			wantThawed: map[string]string{"cgroup.freeze": "0"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for name, body := range tt.files {
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			f := freezerCgroup{dir: dir, v2: tt.v2}
+			check := func(step string, want map[string]string) {
+				t.Helper()
+				for name, w := range want {
+					b, err := os.ReadFile(filepath.Join(dir, name))
+					if err != nil || strings.TrimSpace(string(b)) != w {
+						t.Errorf("after %s: %s = %q (%v), want %q", step, name, b, err, w)
+					}
+				}
+			}
+			if err := f.freeze(); err != nil {
+				t.Fatalf("freeze: %v", err)
+			}
+			check("freeze", tt.wantFrozen)
+			if frozen, err := f.isFrozen(); err != nil || !frozen {
+				t.Errorf("isFrozen after freeze = %v, %v", frozen, err)
+			}
+			if err := f.thaw(); err != nil {
+				t.Fatalf("thaw: %v", err)
+			}
+			check("thaw", tt.wantThawed)
+		})
+	}
+	if err := (freezerCgroup{}).freeze(); !errors.Is(err, ErrNoFreezer) {
+		t.Errorf("freeze without a cgroup: %v, want ErrNoFreezer", err)
+	}
+}
+
+func TestParseControllerMountpoint(t *testing.T) {
+	const mountinfo = `30 22 0:27 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+31 30 0:28 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+36 30 0:33 / /sys/fs/cgroup/free\040zer rw,relatime - cgroup cgroup rw,freezer
+40 30 0:37 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+`
+	tests := []struct{ ctrl, want string }{
+		{"cpuacct", "/sys/fs/cgroup/cpu,cpuacct"},
+		{"freezer", "/sys/fs/cgroup/free zer"},
+		{"memory", ""},
+	}
+	for _, tt := range tests {
+		if got := parseControllerMountpoint([]byte(mountinfo), tt.ctrl); got != tt.want {
+			t.Errorf("%s: %q, want %q", tt.ctrl, got, tt.want)
+		}
+	}
+	const procCgroup = "12:freezer:/amber/x\n4:cpu,cpuacct:/amber/x\n0::/\n"
+	for _, ctrl := range []string{"freezer", "cpuacct"} {
+		if got, ok := parseProcCgroupController([]byte(procCgroup), false, ctrl); !ok || got != "/amber/x" {
+			t.Errorf("%s in /proc/PID/cgroup: %q, %v", ctrl, got, ok)
+		}
 	}
 }
