@@ -305,9 +305,11 @@ func (a *Agent) release(k fnKey, in *instance, healthy bool) {
 		in.kind = api.StartWarm
 		in.mu.Unlock()
 		a.idle[k] = append(a.idle[k], in)
+		// Under a.mu: the freeze is scheduled before any acquire can take
+		// the instance, so that taker's thaw always cancels it.
+		in.scheduleFreeze(a.freezeAfter)
 		a.signalFreedLocked()
 		a.mu.Unlock()
-		in.scheduleFreeze(a.freezeAfter)
 		a.notify()
 		return
 	}

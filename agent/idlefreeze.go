@@ -65,7 +65,9 @@ type idleFreeze struct {
 }
 
 // scheduleFreeze freezes the instance after it has been idle for after,
-// unless it is taken (thaw) or closed first.
+// unless it is taken (thaw) or closed first. The caller holds the agent's
+// lock while it puts the instance in the idle list (lock order: a.mu,
+// then freeze.mu, then in.mu).
 func (in *instance) scheduleFreeze(after time.Duration) {
 	f := &in.freeze
 	if after < 0 {

@@ -149,8 +149,8 @@ func (a *Agent) prewarm(ctx context.Context, k fnKey) {
 	}
 	a.all[in.id] = in
 	a.idle[k] = append([]*instance{in}, a.idle[k]...) // least recently used end
+	in.scheduleFreeze(a.freezeAfter)                  // under a.mu, as in release
 	a.mu.Unlock()
-	in.scheduleFreeze(a.freezeAfter)
 	go a.forgetWhenDead(k, in)
 	a.log.Info("prewarmed", "function", k.name, "version", k.version, "instance", in.id, "start", kind, "init", in.initTime)
 	a.notify()
