@@ -58,7 +58,7 @@ type idleFreeze struct {
 	frz    freezer // nil: this instance is never frozen
 	gen    uint64  // bumped when the instance is taken, thawed or closed
 	timer  *time.Timer
-	failed bool        // a freeze failed: not tried again
+	failed bool        // freezing cannot work for this instance: not tried again
 	frozen atomic.Bool // set and cleared under mu; read without it
 	// lastFrame is when the last frame from amber-init arrived (unix ns).
 	lastFrame atomic.Int64
@@ -110,8 +110,15 @@ func (in *instance) tryFreeze(gen uint64, idleSince time.Time) {
 	}
 	start := time.Now()
 	if err := f.frz.Freeze(context.Background()); err != nil {
-		f.failed = true
-		if !errors.Is(err, ErrNoFreezer) { // no freezer: said at launch
+		switch {
+		case errors.Is(err, ErrFreezeTimeout):
+			// A task that would not stop in time (in an uninterruptible
+			// sleep, say): thawed again; tried again when next idle.
+			in.log.Info("idle instance did not freeze in time; it stays thawed until next idle", "err", err)
+		case errors.Is(err, ErrNoFreezer): // said at launch
+			f.failed = true
+		default:
+			f.failed = true
 			in.log.Warn("freeze idle instance failed; it stays thawed", "err", err)
 		}
 		return
