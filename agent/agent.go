@@ -48,6 +48,7 @@ type Agent struct {
 	snaps        *snapManager  // snapshot store and decisions (snapshot.go)
 	snapOff      bool
 	snapBudget   int64
+	freezeAfter  time.Duration // idle time before an instance is frozen; < 0: never
 	// shuttingDown is set once Run's context ends; heartbeats carry it.
 	shuttingDown atomic.Bool
 	// closingN counts instances being removed in the background
@@ -116,7 +117,7 @@ func WithLauncher(c *Containerd) Option { return func(a *Agent) { a.launch = c }
 func New(reg Registry, opts ...Option) (*Agent, error) {
 	a := &Agent{
 		name: "agent", capacityMB: 4096, keepAlive: 10 * time.Minute, interval: time.Second,
-		reg: reg, log: slog.Default(), stats: nodeStats, kick: make(chan struct{}, 1), logs: newLogStore(), initWait: InitTimeout, drainTimeout: 30 * time.Second,
+		reg: reg, log: slog.Default(), stats: nodeStats, kick: make(chan struct{}, 1), logs: newLogStore(), initWait: InitTimeout, drainTimeout: 30 * time.Second, freezeAfter: DefaultFreezeAfter,
 		fns: map[fnKey]*api.Function{}, idle: map[fnKey][]*instance{}, all: map[string]*instance{},
 		targets: map[string]api.PoolTarget{}, warming: map[fnKey]int{}, starting: map[string]int{}, freed: make(chan struct{}),
 	}
@@ -304,6 +305,9 @@ func (a *Agent) release(k fnKey, in *instance, healthy bool) {
 		in.kind = api.StartWarm
 		in.mu.Unlock()
 		a.idle[k] = append(a.idle[k], in)
+		// Under a.mu: the freeze is scheduled before any acquire can take
+		// the instance, so that taker's thaw always cancels it.
+		in.scheduleFreeze(a.freezeAfter)
 		a.signalFreedLocked()
 		a.mu.Unlock()
 		a.notify()
@@ -359,6 +363,15 @@ func (a *Agent) Invoke(ctx context.Context, name string, version int, reqID stri
 			return failed, err
 		}
 		res.Instance = in.id
+		if err := in.thaw(ctx); err != nil {
+			// Nothing ran: replace the instance and try again.
+			a.release(k, in, false)
+			if attempt < 3 {
+				a.log.Warn("thaw failed; retrying", "instance", in.id, "request_id", reqID, "err", err)
+				continue
+			}
+			return nil, fmt.Errorf("invoke %s (request %s): %w", name, reqID, err)
+		}
 		mem, _ := in.proc.(memoryReader)
 		if mem != nil && !in.oomKnown {
 			// Later invocations start from the count read after the last one.

@@ -111,18 +111,28 @@ func cgroupUnified() bool {
 
 // memoryMountpoint finds where the v1 memory controller is mounted, from
 // /proc/self/mountinfo; /sys/fs/cgroup/memory when it cannot tell.
-func memoryMountpoint() string {
+func memoryMountpoint() string { return controllerMountpoint("memory") }
+
+// controllerMountpoint finds where the v1 controller ctrl is mounted, from
+// /proc/self/mountinfo; /sys/fs/cgroup/CTRL when it cannot tell.
+func controllerMountpoint(ctrl string) string {
 	if b, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
-		if mp := parseMemoryMountpoint(b); mp != "" {
+		if mp := parseControllerMountpoint(b, ctrl); mp != "" {
 			return mp
 		}
 	}
-	return filepath.Join(cgroupRoot, "memory")
+	return filepath.Join(cgroupRoot, ctrl)
 }
 
 // parseMemoryMountpoint returns the mount point of the first cgroup (v1)
 // mount in mountinfo whose super options name the memory controller.
 func parseMemoryMountpoint(mountinfo []byte) string {
+	return parseControllerMountpoint(mountinfo, "memory")
+}
+
+// parseControllerMountpoint returns the mount point of the first cgroup
+// (v1) mount in mountinfo whose super options name the controller ctrl.
+func parseControllerMountpoint(mountinfo []byte, ctrl string) string {
 	sc := bufio.NewScanner(bytes.NewReader(mountinfo))
 	for sc.Scan() {
 		// 36 25 0:31 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
@@ -135,7 +145,7 @@ func parseMemoryMountpoint(mountinfo []byte) string {
 			continue
 		}
 		for _, o := range strings.Split(qf[2], ",") {
-			if o == "memory" {
+			if o == ctrl {
 				return unescapeMountinfo(pf[4])
 			}
 		}
@@ -166,6 +176,12 @@ func unescapeMountinfo(s string) string {
 // parseProcCgroup returns the memory cgroup path in a /proc/PID/cgroup
 // file: the "memory" controller line on cgroup v1, the "0::" line on v2.
 func parseProcCgroup(b []byte, v2 bool) (string, bool) {
+	return parseProcCgroupController(b, v2, "memory")
+}
+
+// parseProcCgroupController returns the cgroup path of the controller ctrl
+// in a /proc/PID/cgroup file: its line on cgroup v1, the "0::" line on v2.
+func parseProcCgroupController(b []byte, v2 bool, ctrl string) (string, bool) {
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		// hierarchy-ID:controller-list:cgroup-path
@@ -180,7 +196,7 @@ func parseProcCgroup(b []byte, v2 bool) (string, bool) {
 			continue
 		}
 		for _, c := range strings.Split(parts[1], ",") {
-			if c == "memory" {
+			if c == ctrl {
 				return parts[2], true
 			}
 		}
@@ -193,24 +209,36 @@ func parseProcCgroup(b []byte, v2 bool) (string, bool) {
 // says where that process is; otherwise (or if that fails) the path
 // containerd gives its containers, /<ns>/<id>, is used.
 func findMemCgroup(ns, id string, pid uint32) (memCgroup, error) {
+	dir, v2, err := findCgroup(ns, id, pid, "memory")
+	if err != nil {
+		return memCgroup{}, fmt.Errorf("%s/%s: %w: %v", ns, id, ErrNoMemoryCgroup, err)
+	}
+	return memCgroup{dir: dir, v2: v2, files: &cgroupFiles{}}, nil
+}
+
+// findCgroup locates the folder of the v1 controller ctrl (or, on a
+// unified host, the one cgroup2 folder) of the container id in the
+// containerd namespace ns, as findMemCgroup does, and says whether it is
+// cgroup2.
+func findCgroup(ns, id string, pid uint32, ctrl string) (string, bool, error) {
 	v2 := cgroupUnified()
 	root := cgroupRoot
 	if !v2 {
-		root = memoryMountpoint()
+		root = controllerMountpoint(ctrl)
 	}
 	rel := path.Join("/", ns, id)
 	if pid > 0 {
 		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid)); err == nil {
-			if p, ok := parseProcCgroup(b, v2); ok && p != "/" {
+			if p, ok := parseProcCgroupController(b, v2, ctrl); ok && p != "/" {
 				rel = p
 			}
 		}
 	}
 	dir := filepath.Join(root, filepath.FromSlash(rel))
 	if _, err := os.Stat(dir); err != nil {
-		return memCgroup{}, fmt.Errorf("%s/%s: %w: %v", ns, id, ErrNoMemoryCgroup, err)
+		return "", v2, err
 	}
-	return memCgroup{dir: dir, v2: v2, files: &cgroupFiles{}}, nil
+	return dir, v2, nil
 }
 
 // read reads the cgroup's peak usage and OOM kill count.

@@ -76,6 +76,17 @@ func (p *ctrProcess) Checkpoint(ctx context.Context, imagePath string) error {
 	if err := os.MkdirAll(work, 0o700); err != nil {
 		return err
 	}
+	// A snapshot's instance is never in a pool and so never frozen; if one
+	// were, thaw it: runc takes a frozen container for paused and refuses
+	// to checkpoint it ("pause failed: container not running"); CRIU
+	// freezes the cgroup itself for the dump.
+	if p.frz.dir != "" {
+		if frozen, _ := p.frz.isFrozen(); frozen {
+			if err := p.frz.thaw(); err != nil {
+				return fmt.Errorf("checkpoint %s: %w", p.id, err)
+			}
+		}
+	}
 	_, err := p.task.Checkpoint(p.c.ctx(ctx), func(r *containerd.CheckpointTaskInfo) error {
 		r.Options = &options.CheckpointOptions{Exit: true, OpenTcp: true, ImagePath: imagePath, WorkPath: work}
 		return nil

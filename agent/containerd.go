@@ -345,6 +345,14 @@ func (c *Containerd) Launch(ctx context.Context, spec launchSpec) (process, erro
 		} else {
 			c.log.Warn("instance memory cgroup not found: no peak or OOM figures", "instance", spec.ID, "err", err)
 		}
+		if dir, v2, err := findCgroup(Namespace, spec.ID, task.Pid(), "cpuacct"); err == nil {
+			p.cpuDir, p.cpuV2 = dir, v2
+		}
+		if fc, err := findFreezer(Namespace, spec.ID, task.Pid()); err == nil {
+			p.frz = fc
+		} else {
+			c.log.Warn("instance freezer cgroup not found: it runs on while idle", "instance", spec.ID, "err", err)
+		}
 	}
 	if spec.RestoreFrom == "" {
 		findMem()
@@ -577,7 +585,10 @@ type ctrProcess struct {
 	once     sync.Once
 	criuWork string // CRIU's work folder (logs) of a restore, removed with the instance
 
-	mem     memCgroup // the instance's memory cgroup, if found
+	mem     memCgroup     // the instance's memory cgroup, if found
+	frz     freezerCgroup // the instance's freezer cgroup, if found
+	cpuDir  string        // the instance's cpuacct (v2: its only) cgroup, if found
+	cpuV2   bool
 	memMu   sync.Mutex
 	memLast MemoryUsage // the last figures read, kept after the cgroup is gone
 	memErr  error
@@ -658,6 +669,38 @@ func retryUnavailable(op func() error) error {
 
 func (p *ctrProcess) ExitStatus() (int, error) { return int(p.exitCode), p.exitErr }
 
+// Freeze stops every process of the instance, amber-init included, with
+// the cgroup freezer (freezer.go).
+func (p *ctrProcess) Freeze(context.Context) error { return p.frz.freeze() }
+
+// CPU is the CPU time the instance's processes have used.
+func (p *ctrProcess) CPU() (time.Duration, error) {
+	if p.cpuDir == "" {
+		return 0, ErrNoCPUCgroup
+	}
+	return readCPU(p.cpuDir, p.cpuV2)
+}
+
+// Thaw lets a frozen instance run again.
+func (p *ctrProcess) Thaw(context.Context) error { return p.frz.thaw() }
+
+// thawForRemoval thaws the instance, frozen or not, before it is killed:
+// under cgroup v1 a frozen task does not die of SIGKILL until it is thawed.
+// An instance an earlier run of the agent left (Cleanup) has its freezer
+// looked up by its id.
+func (p *ctrProcess) thawForRemoval() {
+	f := p.frz
+	if f.dir == "" {
+		var err error
+		if f, err = findFreezer(Namespace, p.id, 0); err != nil {
+			return // no cgroup: nothing can be frozen
+		}
+	}
+	if err := f.thaw(); err != nil && !errors.Is(err, os.ErrNotExist) {
+		p.c.log.Warn("thaw before removal", "instance", p.id, "err", err)
+	}
+}
+
 // Kill sends SIGKILL to every process of the instance.
 func (p *ctrProcess) Kill(ctx context.Context) error {
 	if p.task == nil {
@@ -690,6 +733,7 @@ func (p *ctrProcess) Close(ctx context.Context) error {
 		// an instance removed then must not stay behind in containerd.
 		if p.task != nil {
 			p.readMemory() // before the kill and the delete remove the cgroup's story
+			p.thawForRemoval()
 			_ = retryUnavailable(func() error { return p.Kill(ctx) })
 			if p.exit != nil {
 				select {

@@ -102,6 +102,8 @@ type instance struct {
 	invocations int64
 	initTime    time.Duration
 	restoreTime time.Duration // a restored instance's time to restore
+
+	freeze idleFreeze // frozen while idle (idlefreeze.go)
 }
 
 // instanceConfig is what startInstance needs.
@@ -140,6 +142,7 @@ func startInstance(ctx context.Context, cfg instanceConfig) (*instance, error) {
 		return nil, fmt.Errorf("launch instance of %s: %w", fn.Name, err)
 	}
 	in.proc = proc
+	in.freeze.frz, _ = proc.(freezer)
 	go in.readLoop()
 	go func() { // the task ended and its output is copied: end the frame stream
 		<-proc.Exited()
@@ -236,6 +239,7 @@ func (in *instance) readLoop() {
 			readErr = err
 			break
 		}
+		in.freeze.lastFrame.Store(time.Now().UnixNano())
 		switch f.Kind {
 		case api.FrameReady:
 			// Output read after the response but before the runtime came
@@ -388,18 +392,31 @@ func (in *instance) snapshot(agent string) api.Instance {
 			peakMB = int((u.PeakBytes + 1<<20 - 1) >> 20)
 		}
 	}
+	var cpuMs int64
+	if c, ok := in.proc.(cpuReader); ok {
+		if d, err := c.CPU(); err == nil {
+			cpuMs = d.Milliseconds()
+		}
+	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	return api.Instance{
-		MaxMemoryMB: peakMB,
-		ID:          in.id, Function: in.fn.Name, Version: in.fn.Version, Agent: agent,
+		MaxMemoryMB: peakMB, CPUMs: cpuMs,
+		ID: in.id, Function: in.fn.Name, Version: in.fn.Version, Agent: agent,
 		State: in.state, StartKind: in.kind, CreatedAt: in.createdAt, LastUsedAt: in.lastUsed,
 		Invocations: in.invocations, MemoryMB: in.fn.MemoryMB,
+		Frozen: in.freeze.frozen.Load(),
 	}
+}
+
+// cpuReader is a process that can say how much CPU time it has used.
+type cpuReader interface {
+	CPU() (time.Duration, error)
 }
 
 // close stops the instance and removes its container.
 func (in *instance) close(ctx context.Context) {
+	in.stopFreezing()
 	in.setState(api.StateGone)
 	in.stdinW.Close()
 	if in.proc != nil {

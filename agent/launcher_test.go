@@ -194,6 +194,8 @@ type fakeLauncher struct {
 	live     map[string]*fakeProc
 	groups   []int // every process group ever started
 	launched int
+	freezes  int
+	thaws    int
 }
 
 func newFakeLauncher(t testing.TB) *fakeLauncher {
@@ -279,6 +281,29 @@ func (p *fakeProc) Kill(context.Context) error {
 		return nil
 	}
 	return err
+}
+
+// Freeze stops the whole process group (the fake's cgroup freezer).
+func (p *fakeProc) Freeze(context.Context) error {
+	p.l.mu.Lock()
+	p.l.freezes++
+	p.l.mu.Unlock()
+	return syscall.Kill(-p.cmd.Process.Pid, syscall.SIGSTOP)
+}
+
+// Thaw lets the process group run again.
+func (p *fakeProc) Thaw(context.Context) error {
+	p.l.mu.Lock()
+	p.l.thaws++
+	p.l.mu.Unlock()
+	return syscall.Kill(-p.cmd.Process.Pid, syscall.SIGCONT)
+}
+
+// freezeCounts is how many freezes and thaws the launcher's processes saw.
+func (l *fakeLauncher) freezeCounts() (freezes, thaws int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.freezes, l.thaws
 }
 
 // Close kills the process group and waits for amber-init to be reaped.

@@ -149,6 +149,7 @@ func (a *Agent) prewarm(ctx context.Context, k fnKey) {
 	}
 	a.all[in.id] = in
 	a.idle[k] = append([]*instance{in}, a.idle[k]...) // least recently used end
+	in.scheduleFreeze(a.freezeAfter)                  // under a.mu, as in release
 	a.mu.Unlock()
 	go a.forgetWhenDead(k, in)
 	a.log.Info("prewarmed", "function", k.name, "version", k.version, "instance", in.id, "start", kind, "init", in.initTime)

@@ -391,6 +391,7 @@ func restoreInstance(ctx context.Context, cfg instanceConfig, imagePath string) 
 		return nil, err
 	}
 	in.proc = proc
+	in.freeze.frz, _ = proc.(freezer)
 	in.initOnce.Do(func() { close(in.initDone) })
 	in.parked <- struct{}{}
 	go in.readLoop()

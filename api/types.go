@@ -139,7 +139,13 @@ type Instance struct {
 	Invocations int64         `json:"invocations"`
 	MemoryMB    int           `json:"memory_mb"`
 	MaxMemoryMB int           `json:"max_memory_mb"` // peak use, from the instance's cgroup
-	Error       string        `json:"error,omitempty"`
+	// Frozen: the instance is idle and its processes are stopped by the
+	// cgroup freezer until an invocation takes it (State stays idle).
+	Frozen bool `json:"frozen,omitempty"`
+	// CPUMs is the CPU time the instance's processes have used, from its
+	// cgroup (0 when unknown).
+	CPUMs int64  `json:"cpu_ms,omitempty"`
+	Error string `json:"error,omitempty"`
 	// Snapshot is how this agent starts new instances of the function
 	// version, and why: "restore 95 ms < init 1520 ms", "cold: init 80 ms <
 	// restore 300 ms", "no CRIU: <reason>" …

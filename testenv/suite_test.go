@@ -24,6 +24,7 @@ const (
 	suiteClients     = 16
 	suiteTputDur     = 10 * time.Second
 	suiteAgentBench  = "2000x" // BenchmarkWarmInvokeAgent iterations
+	suiteFreezeBlks  = 20      // measureFreeze blocks, ~0.6 s each
 	suiteCPUBench    = "1s"    // placement and console render benchmarks
 )
 
@@ -77,6 +78,8 @@ func TestBenchSuite(t *testing.T) {
 	}
 	t.Logf("warm invoke paths: %d interleaved", suiteWarmPaths)
 	wp := measureWarmPaths(t, f, "bench-paths", suiteWarmPaths)
+	t.Logf("freezing idle instances: %d blocks", suiteFreezeBlks)
+	fr := measureFreeze(t, f, suiteFreezeBlks)
 	t.Logf("throughput: %d clients for %s", suiteClients, suiteTputDur)
 	tp := measureThroughput(t, f, suiteClients, suiteTputDur)
 
@@ -165,6 +168,8 @@ func TestBenchSuite(t *testing.T) {
 		at.Add("direct Runtime API call, in process", bench.Dur(d50), bench.Dur(d99), "1")
 		w("%s\n", at.String())
 	}
+
+	writeFreezeSection(w, fr)
 
 	// Throughput.
 	w("## Sustained throughput\n\n")

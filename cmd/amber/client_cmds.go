@@ -228,7 +228,11 @@ func cmdLs(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		var inst []string
 		for _, in := range f.Instances {
-			inst = append(inst, fmt.Sprintf("%s/%s(%s, %d MB)", in.Agent, in.ID, in.State, in.MaxMemoryMB))
+			state := string(in.State)
+			if in.Frozen {
+				state += ", frozen"
+			}
+			inst = append(inst, fmt.Sprintf("%s/%s(%s, %d MB)", in.Agent, in.ID, state, in.MaxMemoryMB))
 		}
 		if len(inst) == 0 {
 			inst = []string{"-"}

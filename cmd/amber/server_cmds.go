@@ -142,6 +142,7 @@ func cmdAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	capacity := fs.Int("capacity", 4096, "memory for instances, MB")
 	keepAlive := fs.Duration("keep-alive", 10*time.Minute, "how long an idle instance lives")
 	unpackedMB := fs.Int64("image-unpacked-mb", ociarchive.DefaultMaxUnpackedBytes>>20, "refuse an image whose layers unpack to more than this, MB")
+	freezeAfter := fs.Duration("freeze-after", agent.DefaultFreezeAfter, "idle time before an instance is frozen (0: at once; negative: never)")
 	tlsf := addTLSFlags(fs, "the scheduler")
 	srvf := addServerFlags(fs)
 	hc, err := parseServerFlags(fs, args, "agent", config, tlsf)
@@ -175,7 +176,7 @@ func cmdAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		*advertise = scheme + ln.Addr().String()
 	}
 	a, err := agent.New(client, agent.WithName(*name), agent.WithAdvertiseURL(*advertise), agent.WithToken(*token),
-		agent.WithCapacityMB(*capacity), agent.WithKeepAlive(*keepAlive), agent.WithLauncher(ctr), agent.WithLogger(log))
+		agent.WithCapacityMB(*capacity), agent.WithKeepAlive(*keepAlive), agent.WithFreezeAfter(*freezeAfter), agent.WithLauncher(ctr), agent.WithLogger(log))
 	if err != nil {
 		return err
 	}
