@@ -316,7 +316,9 @@ func (c *Containerd) Launch(ctx context.Context, spec launchSpec) (process, erro
 	ok := false
 	defer func() {
 		if !ok {
-			p.Close(context.WithoutCancel(ctx))
+			if err := p.Close(context.WithoutCancel(ctx)); err != nil {
+				c.log.Warn("instance that failed to start not removed", "instance", spec.ID, "err", err)
+			}
 		}
 	}()
 	cont, err := c.client.NewContainer(ctx, spec.ID,
@@ -331,6 +333,7 @@ func (c *Containerd) Launch(ctx context.Context, spec launchSpec) (process, erro
 		containerd.WithNewSpec(sopts...),
 	)
 	if err != nil {
+		p.createFailed = !errdefs.IsAlreadyExists(err)
 		return nil, fmt.Errorf("create container: %w", err)
 	}
 	p.cont = cont
@@ -584,6 +587,9 @@ type ctrProcess struct {
 	exitErr  error
 	once     sync.Once
 	criuWork string // CRIU's work folder (logs) of a restore, removed with the instance
+	// createFailed: creating the container failed in a way that may
+	// still have made it (Close then looks it up).
+	createFailed bool
 
 	mem     memCgroup     // the instance's memory cgroup, if found
 	frz     freezerCgroup // the instance's freezer cgroup, if found
@@ -656,11 +662,18 @@ func (p *ctrProcess) waitExit(task containerd.Task, ch <-chan containerd.ExitSta
 
 // retryUnavailable runs op again while it fails because containerd cannot
 // be reached (it restarts), for up to closeRetryFor.
+// unavailable reports whether err says containerd cannot be reached: a
+// gRPC status, or an error the client already converted (converting
+// that one again would make it "unknown").
+func unavailable(err error) bool {
+	return errdefs.IsUnavailable(err) || errdefs.IsUnavailable(errdefs.FromGRPC(err))
+}
+
 func retryUnavailable(op func() error) error {
 	deadline := time.Now().Add(closeRetryFor)
 	for {
 		err := op()
-		if err == nil || !errdefs.IsUnavailable(errdefs.FromGRPC(err)) || time.Now().After(deadline) {
+		if err == nil || !unavailable(err) || time.Now().After(deadline) {
 			return err
 		}
 		time.Sleep(ctrRetryEvery)
@@ -719,6 +732,18 @@ func (p *ctrProcess) Close(ctx context.Context) error {
 	var errs []error
 	p.once.Do(func() {
 		ctx = p.c.ctx(ctx)
+		if p.cont == nil && p.createFailed {
+			// The create call failed, but containerd may have made the
+			// container before the answer was lost (a containerd restart
+			// cuts calls off): look it up so it goes too.
+			_ = retryUnavailable(func() error {
+				cont, err := p.c.client.LoadContainer(ctx, p.id)
+				if err == nil {
+					p.cont = cont
+				}
+				return err
+			})
+		}
 		if p.task == nil && p.cont != nil {
 			// A task whose creation was cut short (a cancelled request) may
 			// still exist, with its shim: find it so it goes too.

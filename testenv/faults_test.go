@@ -332,17 +332,24 @@ func faultContainerdRestart(t *testing.T, env *faultEnv) {
 	checkPhases(t, l, false, "before", "after")
 
 	// Nothing of this subtest's functions left in containerd.
+	var left []string
+	defer func() {
+		if t.Failed() && len(left) > 0 {
+			t.Logf("containers of fc-* still in containerd: %v", left)
+		}
+	}()
 	waitUntil(t, 30*time.Second, "no container of fc-* in containerd", func() bool {
 		conts, err := env.ctd.Containers(t.Context())
 		if err != nil {
 			return false
 		}
+		left = left[:0]
 		for _, x := range conts {
 			if strings.HasPrefix(x.ID(), "fc-") {
-				return false
+				left = append(left, x.ID())
 			}
 		}
-		return true
+		return len(left) == 0
 	})
 }
 

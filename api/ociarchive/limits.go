@@ -21,8 +21,7 @@ const DefaultMaxUnpackedBytes int64 = 4 << 30
 
 // ErrImageTooLarge: an image's layers unpack to more bytes than the limit
 // allows, or one of its JSON documents is over MaxManifestBytes.
-// It wraps api.ErrTooLarge (a 413 at the server).
-var ErrImageTooLarge = fmt.Errorf("ociarchive: image too large: %w", api.ErrTooLarge)
+var ErrImageTooLarge = errors.New("ociarchive: image too large")
 
 // UnpackBudget counts what an image's layers unpack to against Limit, one
 // layer at a time, while their uncompressed tar streams are read: a layer
