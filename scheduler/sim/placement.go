@@ -141,17 +141,23 @@ func (r *PlacementReport) Table() string {
 	for _, st := range r.Results {
 		fmt.Fprintf(tw, "%s\t%d\t%.4f\t%d\t%d\t%d\t%d\t%d\t", st.Policy, st.Invocations, st.WarmHitRatio(),
 			st.Cold, st.Evictions, st.Expired, st.Dropped, st.PeakHeldMB)
-		for p := Steady; p <= Waves; p++ {
-			v := st.ByPattern[p]
-			if v[0] == 0 {
-				fmt.Fprint(tw, "-\t")
-				continue
-			}
-			fmt.Fprintf(tw, "%.3f\t", float64(v[1])/float64(v[0]))
-		}
-		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, patternRatios(st.ByPattern))
 	}
 	tw.Flush()
+	return b.String()
+}
+
+// patternRatios are the warm-hit ratios by pattern, as tab-terminated cells.
+func patternRatios(by map[Pattern][2]int) string {
+	var b strings.Builder
+	for p := Steady; p <= Waves; p++ {
+		v := by[p]
+		if v[0] == 0 {
+			b.WriteString("-\t")
+			continue
+		}
+		fmt.Fprintf(&b, "%.3f\t", float64(v[1])/float64(v[0]))
+	}
 	return b.String()
 }
 

@@ -100,14 +100,19 @@ func (r *SchedulersReport) Table() string {
 	fmt.Fprintf(&b, "seed %d, %s simulated, %d functions, %d agents × %d MB, keep-alive %s, placement %s\n",
 		r.Seed, r.Length, r.Functions, r.Config.Agents, r.Config.CapacityMB, r.Config.KeepAlive, PlaceAmber)
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "schedulers\tfront door\tview\tinvocations\twarm-hit\tcold starts\tstale warm\trefusals\tretried\tthrottled\tevictions\t")
+	fmt.Fprint(tw, "schedulers\tfront door\tview\tinvocations\twarm-hit\tcold starts\tstale warm\trefusals\tretried\tthrottled\tevictions\t")
+	for p := Steady; p <= Waves; p++ {
+		fmt.Fprintf(tw, "warm %s\t", p)
+	}
+	fmt.Fprintln(tw)
 	for _, st := range r.Results {
 		view := "perfect"
 		if st.Setup.Heartbeat > 0 {
 			view = "heartbeat " + st.Setup.Heartbeat.String()
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%.4f\t%d\t%d\t%d\t%d\t%d\t%d\t\n", st.Setup.Schedulers, st.Setup.Front, view,
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%.4f\t%d\t%d\t%d\t%d\t%d\t%d\t", st.Setup.Schedulers, st.Setup.Front, view,
 			st.Invocations, st.WarmHitRatio(), st.Cold, st.StaleWarm, st.Refusals, st.Retried, st.Dropped, st.Evictions)
+		fmt.Fprintln(tw, patternRatios(st.ByPattern))
 	}
 	tw.Flush()
 	return b.String()
