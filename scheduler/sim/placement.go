@@ -141,17 +141,23 @@ func (r *PlacementReport) Table() string {
 	for _, st := range r.Results {
 		fmt.Fprintf(tw, "%s\t%d\t%.4f\t%d\t%d\t%d\t%d\t%d\t", st.Policy, st.Invocations, st.WarmHitRatio(),
 			st.Cold, st.Evictions, st.Expired, st.Dropped, st.PeakHeldMB)
-		for p := Steady; p <= Waves; p++ {
-			v := st.ByPattern[p]
-			if v[0] == 0 {
-				fmt.Fprint(tw, "-\t")
-				continue
-			}
-			fmt.Fprintf(tw, "%.3f\t", float64(v[1])/float64(v[0]))
-		}
-		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, patternRatios(st.ByPattern))
 	}
 	tw.Flush()
+	return b.String()
+}
+
+// patternRatios are the warm-hit ratios by pattern, as tab-terminated cells.
+func patternRatios(by map[Pattern][2]int) string {
+	var b strings.Builder
+	for p := Steady; p <= Waves; p++ {
+		v := by[p]
+		if v[0] == 0 {
+			b.WriteString("-\t")
+			continue
+		}
+		fmt.Fprintf(&b, "%.3f\t", float64(v[1])/float64(v[0]))
+	}
 	return b.String()
 }
 
@@ -309,36 +315,8 @@ func (c *cluster) run(a *pagent, fn int, inv Invocation) bool {
 func (c *cluster) choose(policy string, fn int) *pagent {
 	switch policy {
 	case PlaceAmber, PlaceAmberInFlight:
-		req := scheduler.PlacementRequest{Function: c.fns[fn].Name, Version: 1, MemoryMB: c.fns[fn].MemoryMB}
-		cands := make([]scheduler.Candidate, len(c.agents))
-		for pass := 0; pass < 2; pass++ {
-			inFlight := policy == PlaceAmberInFlight || pass == 1
-			for i, a := range c.agents {
-				all, busy := c.held(a)
-				reserved := all
-				if inFlight {
-					reserved = busy
-				}
-				cands[i] = scheduler.Candidate{Name: a.name, State: api.AgentReady, CapacityMB: a.cap,
-					ReservedMB: reserved, IdleInstances: c.idleOf(a, fn)}
-			}
-			p, err := scheduler.Place(req, cands)
-			if err == nil {
-				for _, a := range c.agents {
-					if a.name == p.Agent {
-						return a
-					}
-				}
-				panic("placement chose an unknown agent " + p.Agent)
-			}
-			if !errors.Is(err, api.ErrUnavailable) {
-				panic(err)
-			}
-			if inFlight {
-				return nil
-			}
-		}
-		return nil
+		a, _ := c.placeAmber(policy, fn, c.truth, nil)
+		return a
 	case PlaceOpenWhisk:
 		n := len(c.agents)
 		h := fnv.New32a()
@@ -364,6 +342,53 @@ func (c *cluster) choose(policy string, fn int) *pagent {
 		return ok[c.rng.IntN(len(ok))]
 	}
 	panic("unknown placement policy " + policy)
+}
+
+// agentView is what placement sees of an agent for one function: the
+// memory held by all its instances and by its busy ones, and its idle
+// instances of the function.
+type agentView struct{ all, busy, idle int }
+
+// truth is the agents as they are: a perfect view.
+func (c *cluster) truth(i, fn int) agentView {
+	all, busy := c.held(c.agents[i])
+	return agentView{all: all, busy: busy, idle: c.idleOf(c.agents[i], fn)}
+}
+
+// placeAmber runs scheduler.Place over view for an invocation of fn, as
+// PlaceAmber or PlaceAmberInFlight describe, leaving out the agents in
+// exclude. It returns the agent and the placement's reason, or nil.
+func (c *cluster) placeAmber(policy string, fn int, view func(agent, fn int) agentView, exclude map[string]bool) (*pagent, string) {
+	req := scheduler.PlacementRequest{Function: c.fns[fn].Name, Version: 1, MemoryMB: c.fns[fn].MemoryMB, Exclude: exclude}
+	cands := make([]scheduler.Candidate, len(c.agents))
+	for pass := 0; pass < 2; pass++ {
+		inFlight := policy == PlaceAmberInFlight || pass == 1
+		for i, a := range c.agents {
+			v := view(i, fn)
+			reserved := v.all
+			if inFlight {
+				reserved = v.busy
+			}
+			cands[i] = scheduler.Candidate{Name: a.name, State: api.AgentReady, CapacityMB: a.cap,
+				ReservedMB: reserved, IdleInstances: v.idle}
+		}
+		p, err := scheduler.Place(req, cands)
+		if err == nil {
+			for _, a := range c.agents {
+				if a.name == p.Agent {
+					return a, p.Reason
+				}
+			}
+			panic("placement chose an unknown agent " + p.Agent)
+		}
+		if !errors.Is(err, api.ErrUnavailable) {
+			panic(err)
+		}
+		if inFlight {
+			break
+		}
+	}
+	return nil, ""
 }
 
 // coprimeSteps are OpenWhisk's step sizes for n invokers: the numbers up
@@ -396,32 +421,48 @@ func coprimeSteps(n int) []int {
 }
 
 func replayPlacement(w *Workload, arr []arrival, cfg PlacementConfig, policy string) PlacementStats {
-	st := PlacementStats{Policy: policy, ByPattern: map[Pattern][2]int{}}
-	c := &cluster{fns: w.Functions, ka: cfg.KeepAlive, now: w.Start, st: &st,
+	st := PlacementStats{Policy: policy}
+	c := newCluster(w, cfg, &st)
+	for _, ar := range arr {
+		c.now = ar.inv.At
+		c.expire()
+		c.serve(ar, func() {
+			if a := c.choose(policy, ar.fn); a == nil || !c.run(a, ar.fn, ar.inv) {
+				st.Dropped++
+			}
+		})
+	}
+	return st
+}
+
+func newCluster(w *Workload, cfg PlacementConfig, st *PlacementStats) *cluster {
+	st.ByPattern = map[Pattern][2]int{}
+	c := &cluster{fns: w.Functions, ka: cfg.KeepAlive, now: w.Start, st: st,
 		rng: rand.New(rand.NewPCG(cfg.Seed, 0x5eed)), steps: coprimeSteps(cfg.Agents)}
 	for i := range cfg.Agents {
 		c.agents = append(c.agents, &pagent{name: fmt.Sprintf("agent-%02d", i), cap: cfg.CapacityMB})
 	}
-	for _, ar := range arr {
-		c.now = ar.inv.At
-		c.expire()
-		st.Invocations++
-		bp := st.ByPattern[w.Functions[ar.fn].Pattern]
-		bp[0]++
-		warm := st.Warm
-		if a := c.choose(policy, ar.fn); a == nil || !c.run(a, ar.fn, ar.inv) {
-			st.Dropped++
-		}
-		if st.Warm > warm {
-			bp[1]++
-		}
-		st.ByPattern[w.Functions[ar.fn].Pattern] = bp
-		held := 0
-		for _, a := range c.agents {
-			all, _ := c.held(a)
-			held += all
-		}
-		st.PeakHeldMB = max(st.PeakHeldMB, held)
+	return c
+}
+
+// serve counts an arrival around place, which serves or drops it: the
+// arrival, its pattern, whether it was warm, and the memory held after.
+func (c *cluster) serve(ar arrival, place func()) {
+	st := c.st
+	st.Invocations++
+	pat := c.fns[ar.fn].Pattern
+	bp := st.ByPattern[pat]
+	bp[0]++
+	warm := st.Warm
+	place()
+	if st.Warm > warm {
+		bp[1]++
 	}
-	return st
+	st.ByPattern[pat] = bp
+	held := 0
+	for _, a := range c.agents {
+		all, _ := c.held(a)
+		held += all
+	}
+	st.PeakHeldMB = max(st.PeakHeldMB, held)
 }
