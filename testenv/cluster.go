@@ -1,249 +1,41 @@
+// Package testenv brings up real parts for tests: a private containerd
+// with its own root, state and socket, function images built from the
+// examples, a whole cluster on loopback (internal/localcluster, which
+// `amber up` runs too), fault injectors and the skip-or-fail rule of
+// integration tests.
 package testenv
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"log/slog"
-	"net"
-	"net/http"
-	"os"
-	"path/filepath"
-	"sync"
-	"time"
 
-	"github.com/amberfn/amber/agent"
-	"github.com/amberfn/amber/api"
-	"github.com/amberfn/amber/scheduler"
+	"github.com/amberfn/amber/internal/localcluster"
 )
 
-// ClusterConfig says what StartCluster brings up.
-type ClusterConfig struct {
-	Dir        string       // data folder: containerd, scheduler database, agent state, env file
-	Agents     int          // how many agents (default 2)
-	Listen     string       // scheduler address (default 127.0.0.1:0)
-	InitBin    string       // path of the static amber-init binary
-	Token      string       // API token; made and kept in Dir/token when empty
-	CapacityMB int          // per agent (default 4096)
-	Log        *slog.Logger // default slog.Default()
-	// Extra options for the scheduler and for every agent's containerd
-	// launcher (image limits, for one).
-	SchedulerOptions  []scheduler.Option
-	ContainerdOptions []agent.ContainerdOption
-	// Server sets the timeouts and connection bound of the scheduler's
-	// and the agents' HTTP servers (default: api's defaults).
-	Server []api.ServerOption
-}
+// The local cluster is localcluster's; these names keep the tests' spelling.
+type (
+	Cluster       = localcluster.Cluster
+	ClusterConfig = localcluster.ClusterConfig
+	Containerd    = localcluster.Containerd
+)
 
-// Cluster is a local amber cluster: a private containerd, a scheduler and
-// agents, all on loopback.
-type Cluster struct {
-	Dir          string
-	Token        string
-	SchedulerURL string
-	Containerd   *Containerd
-	Scheduler    *scheduler.Scheduler
-	Agents       []*agent.Agent
+// AWSProfile is the profile in Cluster.AWSCredentialsFile.
+const AWSProfile = localcluster.AWSProfile
 
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	servers []*api.Server
-	srvOpts []api.ServerOption
-	closers []func() error
-}
+// ErrPrerequisite reports that something the real parts need is missing.
+var ErrPrerequisite = localcluster.ErrPrerequisite
 
 // StartCluster brings up a cluster and returns once every agent has
 // registered with the scheduler. Stop it with Stop.
-func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error) {
-	if cfg.Agents <= 0 {
-		cfg.Agents = 2
-	}
-	if cfg.Listen == "" {
-		cfg.Listen = "127.0.0.1:0"
-	}
-	if cfg.CapacityMB == 0 {
-		cfg.CapacityMB = 4096
-	}
-	if cfg.Log == nil {
-		cfg.Log = slog.Default()
-	}
-	if cfg.InitBin == "" {
-		return nil, errors.New("cluster: no amber-init binary given")
-	}
-	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-		return nil, err
-	}
-	c := &Cluster{Dir: cfg.Dir, srvOpts: cfg.Server}
-	if _, err := api.NewServer(http.NotFoundHandler(), cfg.Server...); err != nil {
-		return nil, fmt.Errorf("cluster: %w", err)
-	}
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	c.cancel = cancel
-	defer func() {
-		if err != nil {
-			c.Stop()
-		}
-	}()
-	if c.Token, err = loadToken(cfg.Dir, cfg.Token); err != nil {
-		return nil, err
-	}
-	if c.Containerd, err = StartContainerd(ctx, filepath.Join(cfg.Dir, "containerd")); err != nil {
-		return nil, err
-	}
-	c.Scheduler, err = scheduler.New(append([]scheduler.Option{
-		scheduler.WithDataDir(filepath.Join(cfg.Dir, "scheduler")),
-		scheduler.WithToken(c.Token),
-		scheduler.WithLogger(cfg.Log.With("component", "scheduler")),
-	}, cfg.SchedulerOptions...)...)
-	if err != nil {
-		return nil, fmt.Errorf("scheduler: %w", err)
-	}
-	c.closers = append(c.closers, c.Scheduler.Close)
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("scheduler listen on %s: %w", cfg.Listen, err)
-	}
-	c.SchedulerURL = "http://" + ln.Addr().String()
-	c.serve(ln, c.Scheduler.Handler())
-
-	client := api.NewClient(c.SchedulerURL, api.WithToken(c.Token))
-	for i := 1; i <= cfg.Agents; i++ {
-		name := fmt.Sprintf("agent-%d", i)
-		log := cfg.Log.With("component", "agent")
-		ctr, err := agent.NewContainerd(c.Containerd.Address, name, cfg.InitBin,
-			filepath.Join(cfg.Dir, "agents", name), client, log, cfg.ContainerdOptions...)
-		if err != nil {
-			return nil, err
-		}
-		c.closers = append(c.closers, ctr.Close)
-		if n, err := ctr.Cleanup(ctx); err != nil {
-			return nil, fmt.Errorf("%s: clean up leftovers: %w", name, err)
-		} else if n > 0 {
-			log.Info("removed leftover instances", "agent", name, "count", n)
-		}
-		aln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		a, err := agent.New(client,
-			agent.WithName(name),
-			agent.WithAdvertiseURL("http://"+aln.Addr().String()),
-			agent.WithToken(c.Token),
-			agent.WithCapacityMB(cfg.CapacityMB),
-			agent.WithLauncher(ctr),
-			agent.WithLogger(log),
-		)
-		if err != nil {
-			aln.Close()
-			return nil, err
-		}
-		c.Agents = append(c.Agents, a)
-		c.serve(aln, a.Handler())
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			_ = a.Run(runCtx)
-		}()
-	}
-	if err := c.waitAgents(ctx, client, cfg.Agents); err != nil {
-		return nil, err
-	}
-	if err := c.writeEnv(); err != nil {
-		return nil, err
-	}
-	if err := c.writeAWSCredentials(); err != nil {
-		return nil, err
-	}
-	return c, nil
+func StartCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
+	return localcluster.StartCluster(ctx, cfg)
 }
 
-func (c *Cluster) serve(ln net.Listener, h http.Handler) {
-	srv, _ := api.NewServer(h, c.srvOpts...) // checked by StartCluster
-	c.servers = append(c.servers, srv)
-	go func() { _ = srv.Serve(ln) }()
+// StartContainerd starts a private containerd under dir and waits until
+// its socket answers. Stop it with Stop.
+func StartContainerd(ctx context.Context, dir string) (*Containerd, error) {
+	return localcluster.StartContainerd(ctx, dir)
 }
 
-func (c *Cluster) waitAgents(ctx context.Context, client *api.Client, n int) error {
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		agents, err := client.Agents(ctx)
-		ready := 0
-		for _, a := range agents {
-			if a.State == api.AgentReady {
-				ready++
-			}
-		}
-		if err == nil && ready >= n {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("only %d of %d agents registered within 15s (last error: %v)", ready, n, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// Client returns a client for the cluster's scheduler.
-func (c *Cluster) Client() *api.Client { return api.NewClient(c.SchedulerURL, api.WithToken(c.Token)) }
-
-// EnvFile is the path of the file with the export lines for AMBER_SCHEDULER and AMBER_TOKEN.
-func (c *Cluster) EnvFile() string { return filepath.Join(c.Dir, "env") }
-
-func (c *Cluster) writeEnv() error {
-	body := fmt.Sprintf("export AMBER_SCHEDULER=%s\nexport AMBER_TOKEN=%s\n", c.SchedulerURL, c.Token)
-	return os.WriteFile(c.EnvFile(), []byte(body), 0o600)
-}
-
-// AWSProfile is the profile in AWSCredentialsFile.
-const AWSProfile = "amber"
-
-// AWSCredentialsFile is the path of the AWS shared credentials file with the
-// scheduler's access key under the [amber] profile, so that
-//
-//	AWS_SHARED_CREDENTIALS_FILE=DIR/aws-credentials aws --profile amber --region us-east-1 \
-//	  lambda invoke --endpoint-url "$AMBER_SCHEDULER" --function-name hello …
-//
-// reaches the Lambda-compatible endpoint.
-func (c *Cluster) AWSCredentialsFile() string { return filepath.Join(c.Dir, "aws-credentials") }
-
-func (c *Cluster) writeAWSCredentials() error {
-	k := c.Scheduler.AccessKey()
-	body := fmt.Sprintf("[%s]\naws_access_key_id = %s\naws_secret_access_key = %s\n", AWSProfile, k.AccessKeyID, k.SecretAccessKey)
-	p := c.AWSCredentialsFile()
-	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-		return err
-	}
-	return os.Chmod(p, 0o600) // an existing file keeps its mode in WriteFile
-}
-
-// Stop stops the agents (removing their instances), the scheduler and
-// containerd, in that order.
-func (c *Cluster) Stop() {
-	if c.cancel != nil {
-		c.cancel()
-	}
-	c.wg.Wait() // agents remove their instances as Run returns
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for i := len(c.servers) - 1; i >= 0; i-- {
-		_ = c.servers[i].Shutdown(ctx)
-	}
-	for i := len(c.closers) - 1; i >= 0; i-- {
-		_ = c.closers[i]()
-	}
-	if c.Containerd != nil {
-		_ = c.Containerd.Stop()
-	}
-	_ = os.Remove(c.EnvFile())
-}
-
-func loadToken(dir, given string) (string, error) {
-	if given != "" {
-		return given, nil
-	}
-	return scheduler.LoadOrCreateToken(dir)
-}
+// CheckContainerd reports what is missing for a private containerd: root,
+// the containerd and runc binaries.
+func CheckContainerd() error { return localcluster.CheckContainerd() }

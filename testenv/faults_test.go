@@ -274,7 +274,7 @@ func faultSchedulerRestart(t *testing.T, env *faultEnv) {
 	l, since := faultLoad(t, env, "fb")
 	time.Sleep(4 * time.Second)
 	l.setPhase("restart")
-	if err := env.cl.RestartScheduler(t.Context(), 10*time.Second, time.Second,
+	if err := testenv.RestartScheduler(t.Context(), env.cl, 10*time.Second, time.Second,
 		scheduler.WithLogger(env.log.With("component", "scheduler"))); err != nil {
 		t.Fatalf("restart scheduler: %v", err)
 	}
@@ -304,7 +304,7 @@ func faultContainerdRestart(t *testing.T, env *faultEnv) {
 	l, since := faultLoad(t, env, "fc")
 	time.Sleep(4 * time.Second)
 	l.setPhase("restart")
-	if err := env.cl.Containerd.Restart(t.Context(), 2*time.Second); err != nil {
+	if err := testenv.RestartContainerd(t.Context(), env.cl.Containerd, 2*time.Second); err != nil {
 		t.Fatalf("restart containerd: %v", err)
 	}
 	c := env.cl.Client()

@@ -18,9 +18,9 @@ import (
 	"github.com/amberfn/amber/agent"
 	"github.com/amberfn/amber/api"
 	"github.com/amberfn/amber/api/ociarchive"
+	"github.com/amberfn/amber/internal/localcluster"
 	"github.com/amberfn/amber/ops"
 	"github.com/amberfn/amber/scheduler"
-	"github.com/amberfn/amber/testenv"
 	"github.com/amberfn/amber/tui"
 )
 
@@ -255,7 +255,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log := newLogger(logOut)
 	fmt.Fprintf(stdout, "starting containerd, the scheduler and %d agents in %s …\n", *agents, *data)
-	cl, err := testenv.StartCluster(ctx, testenv.ClusterConfig{
+	cl, err := localcluster.StartCluster(ctx, localcluster.ClusterConfig{
 		Dir: *data, Agents: *agents, Listen: *listen, InitBin: *initBin, Log: log,
 	})
 	if err != nil {

@@ -1,7 +1,7 @@
-// Package testenv brings up real parts for tests and for `amber up`: a
-// private containerd with its own root, state and socket, function images
-// built from the examples, a scheduler and agents on loopback.
-package testenv
+// Package localcluster runs the local cluster of `amber up`: a private
+// containerd with its own root, state and socket, a scheduler and agents on
+// loopback. testenv builds its test harness on it.
+package localcluster
 
 import (
 	"context"
@@ -70,19 +70,33 @@ func StartContainerd(ctx context.Context, dir string) (*Containerd, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	c := &Containerd{Dir: dir, Address: filepath.Join(dir, "containerd.sock"), done: make(chan error, 1)}
+	c := &Containerd{Dir: dir, Address: filepath.Join(dir, "containerd.sock")}
 	if len(c.Address) > 100 {
 		return nil, fmt.Errorf("containerd socket path %q is too long for a unix socket", c.Address)
 	}
-	_ = os.Remove(c.Address)
-	cfg := filepath.Join(dir, "config.toml")
-	body := fmt.Sprintf(containerdConfig, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.Address)
-	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+	if err := c.Start(ctx); err != nil {
 		return nil, err
 	}
-	c.logFile, err = os.OpenFile(filepath.Join(dir, "containerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	return c, nil
+}
+
+// Start starts the daemon on Dir's configuration, root, state and socket
+// and waits until its socket answers: StartContainerd's first start, or a
+// new daemon after StopDaemon. It reconnects to shims still running.
+func (c *Containerd) Start(ctx context.Context) error {
+	c.done = make(chan error, 1)
+	_ = os.Remove(c.Address)
+	cfg := filepath.Join(c.Dir, "config.toml")
+	body := fmt.Sprintf(containerdConfig, filepath.Join(c.Dir, "root"), filepath.Join(c.Dir, "state"), c.Address)
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		c.done <- err // Stop returns at once
+		return err
+	}
+	var err error
+	c.logFile, err = os.OpenFile(filepath.Join(c.Dir, "containerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, err
+		c.done <- err
+		return err
 	}
 	c.cmd = exec.Command("containerd", "--config", cfg)
 	c.cmd.Stdout, c.cmd.Stderr = c.logFile, c.logFile
@@ -90,7 +104,8 @@ func StartContainerd(ctx context.Context, dir string) (*Containerd, error) {
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := c.cmd.Start(); err != nil {
 		c.logFile.Close()
-		return nil, fmt.Errorf("start containerd: %w", err)
+		c.done <- err
+		return fmt.Errorf("start containerd: %w", err)
 	}
 	go func() { c.done <- c.cmd.Wait() }()
 	deadline := time.Now().Add(20 * time.Second)
@@ -99,30 +114,41 @@ func StartContainerd(ctx context.Context, dir string) (*Containerd, error) {
 		if err == nil {
 			conn.Close()
 			slog.Debug("containerd ready", "address", c.Address)
-			return c, nil
+			return nil
 		}
 		select {
 		case err := <-c.done:
 			c.logFile.Close()
-			return nil, fmt.Errorf("containerd exited at start (%v); see %s", err, c.logFile.Name())
+			c.done <- err
+			return fmt.Errorf("containerd exited at start (%v); see %s", err, c.logFile.Name())
 		case <-ctx.Done():
 			c.Stop()
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			c.Stop()
-			return nil, fmt.Errorf("containerd did not answer on %s within 20s; see %s", c.Address, c.logFile.Name())
+			return fmt.Errorf("containerd did not answer on %s within 20s; see %s", c.Address, c.logFile.Name())
 		}
 	}
 }
 
-// Stop terminates the daemon (SIGTERM, then SIGKILL after 10 s). Shims of
-// tasks still running are left to the caller to clean up first.
-func (c *Containerd) Stop() error {
+// StopDaemon stops the daemon alone, as `systemctl restart containerd`
+// does: SIGTERM to containerd only (SIGKILL after 10 s), so the shims, and
+// so the tasks, keep running. Start starts it again; Stop after
+// StopDaemon still kills the shims left behind.
+func (c *Containerd) StopDaemon() error {
 	if c == nil || c.cmd == nil || c.cmd.Process == nil {
-		return nil
+		return errors.New("stop containerd: not started")
 	}
+	err := c.terminate()
+	c.logFile.Close()
+	return err
+}
+
+// terminate sends SIGTERM to the daemon (SIGKILL after 10 s), waits for
+// it, and returns how it exited; a daemon already gone returns at once.
+func (c *Containerd) terminate() error {
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
 	var err error
 	select {
@@ -131,16 +157,26 @@ func (c *Containerd) Stop() error {
 		_ = c.cmd.Process.Kill()
 		err = <-c.done
 	}
-	c.done <- err // a second Stop returns at once
-	if n := killShims(c.Address); n > 0 {
-		fmt.Fprintf(c.logFile, "testenv: killed %d shim(s) left running after containerd stopped\n", n)
-		slog.Warn("killed shims left running after containerd stopped", "count", n, "address", c.Address)
-	}
-	c.logFile.Close()
+	c.done <- err // a second call returns at once
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		return nil // terminated by our signal
 	}
+	return err
+}
+
+// Stop terminates the daemon (SIGTERM, then SIGKILL after 10 s). Shims of
+// tasks still running are left to the caller to clean up first.
+func (c *Containerd) Stop() error {
+	if c == nil || c.cmd == nil || c.cmd.Process == nil {
+		return nil
+	}
+	err := c.terminate()
+	if n := killShims(c.Address); n > 0 {
+		fmt.Fprintf(c.logFile, "localcluster: killed %d shim(s) left running after containerd stopped\n", n)
+		slog.Warn("killed shims left running after containerd stopped", "count", n, "address", c.Address)
+	}
+	c.logFile.Close()
 	return err
 }
 
