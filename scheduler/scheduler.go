@@ -16,6 +16,7 @@
 package scheduler
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +29,7 @@ import (
 
 	"github.com/amberfn/amber/api"
 	"github.com/amberfn/amber/api/ociarchive"
+	"github.com/amberfn/amber/scheduler/internal/engine"
 )
 
 // Defaults.
@@ -62,6 +64,11 @@ type Scheduler struct {
 	maxUnpacked   int64 // see WithMaxUnpackedBytes
 	uploadTimeout time.Duration
 	newRequestID  func() string
+
+	// natsCfg says where the engine runs; eng is NATS JetStream, under
+	// every piece of state the schedulers share.
+	natsCfg engine.Config
+	eng     *engine.Engine
 
 	reg    *registry
 	images *imageStore
@@ -105,6 +112,20 @@ func WithToken(tok string) Option { return func(s *Scheduler) { s.token = tok } 
 // (heartbeats, function versions, image downloads), and the scheduler
 // presents it to agents. Empty: agents use the API token.
 func WithJoinToken(tok string) Option { return func(s *Scheduler) { s.joinToken = tok } }
+
+// NATSConfig says where the control plane's engine, NATS JetStream,
+// runs: embedded (the default, storing under DATA/nats), embedded and
+// joined with other schedulers' nodes (ClusterListen, Peers), or an
+// external NATS (URL).
+type NATSConfig = engine.Config
+
+// WithNATS sets where the engine runs (default: one embedded node under
+// DATA/nats on a free loopback port).
+func WithNATS(c NATSConfig) Option { return func(s *Scheduler) { s.natsCfg = c } }
+
+// ErrStoreUnavailable means the engine cannot take a write or answer a read
+// now (no quorum, no NATS reachable); front ends answer 503 naming the cause.
+var ErrStoreUnavailable = engine.ErrUnavailable
 
 // WithLogger sets the logger (default: discard).
 func WithLogger(l *slog.Logger) Option {
@@ -214,6 +235,23 @@ func New(opts ...Option) (*Scheduler, error) {
 	if err := os.MkdirAll(s.dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("scheduler: data folder: %w", err)
 	}
+	if s.natsCfg.Dir == "" && s.natsCfg.URL == "" {
+		s.natsCfg.Dir = filepath.Join(s.dataDir, "nats")
+	}
+	if s.natsCfg.Log == nil {
+		s.natsCfg.Log = s.log
+	}
+	eng, err := engine.Open(context.Background(), s.natsCfg)
+	if err != nil {
+		return nil, fmt.Errorf("scheduler: %w", err)
+	}
+	s.eng = eng
+	ok := false
+	defer func() {
+		if !ok {
+			eng.Close()
+		}
+	}()
 	if s.accessKey == nil {
 		k, err := loadAccessKey(s.dataDir)
 		if err != nil {
@@ -247,6 +285,7 @@ func New(opts ...Option) (*Scheduler, error) {
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
 	ml.start()
+	ok = true
 	return s, nil
 }
 
@@ -263,6 +302,7 @@ func (s *Scheduler) Close() error {
 			t.CloseIdleConnections()
 		}
 		s.closeErr = s.reg.close()
+		s.eng.Close()
 	})
 	return s.closeErr
 }
