@@ -616,6 +616,8 @@ const (
 	closeRetryFor = 30 * time.Second
 	// ctrRetryEvery is the pause between those retries.
 	ctrRetryEvery = 250 * time.Millisecond
+	// ctrCallTimeout bounds one attempt of a removal step.
+	ctrCallTimeout = 10 * time.Second
 )
 
 // waitExit returns the task's exit status. A wait that failed because
@@ -660,8 +662,6 @@ func (p *ctrProcess) waitExit(task containerd.Task, ch <-chan containerd.ExitSta
 	}
 }
 
-// retryUnavailable runs op again while it fails because containerd cannot
-// be reached (it restarts), for up to closeRetryFor.
 // unavailable reports whether err says containerd cannot be reached: a
 // gRPC status, or an error the client already converted (converting
 // that one again would make it "unknown").
@@ -669,11 +669,23 @@ func unavailable(err error) bool {
 	return errdefs.IsUnavailable(err) || errdefs.IsUnavailable(errdefs.FromGRPC(err))
 }
 
-func retryUnavailable(op func() error) error {
+// retryUnavailable runs op again while it fails because containerd cannot
+// be reached (it restarts), for up to closeRetryFor. Each attempt has
+// ctrCallTimeout: a call caught in a containerd restart can otherwise
+// wait forever, holding up the invocation that removes the instance
+// (seen under load in TestFaults/ContainerdRestart).
+func retryUnavailable(ctx context.Context, op func(context.Context) error) error {
+	return retryUnavailableFor(ctx, ctrCallTimeout, op)
+}
+
+func retryUnavailableFor(ctx context.Context, perCall time.Duration, op func(context.Context) error) error {
 	deadline := time.Now().Add(closeRetryFor)
 	for {
-		err := op()
-		if err == nil || !unavailable(err) || time.Now().After(deadline) {
+		actx, cancel := context.WithTimeout(ctx, perCall)
+		err := op(actx)
+		timedOut := actx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if err == nil || !(unavailable(err) || timedOut) || time.Now().After(deadline) {
 			return err
 		}
 		time.Sleep(ctrRetryEvery)
@@ -736,7 +748,7 @@ func (p *ctrProcess) Close(ctx context.Context) error {
 			// The create call failed, but containerd may have made the
 			// container before the answer was lost (a containerd restart
 			// cuts calls off): look it up so it goes too.
-			_ = retryUnavailable(func() error {
+			_ = retryUnavailable(ctx, func(ctx context.Context) error {
 				cont, err := p.c.client.LoadContainer(ctx, p.id)
 				if err == nil {
 					p.cont = cont
@@ -747,9 +759,11 @@ func (p *ctrProcess) Close(ctx context.Context) error {
 		if p.task == nil && p.cont != nil {
 			// A task whose creation was cut short (a cancelled request) may
 			// still exist, with its shim: find it so it goes too.
-			if t, err := p.cont.Task(ctx, cio.Load); err == nil {
+			tctx, cancel := context.WithTimeout(ctx, ctrCallTimeout)
+			if t, err := p.cont.Task(tctx, cio.Load); err == nil {
 				p.task = t
 			}
+			cancel()
 		}
 		if p.closed != nil {
 			defer close(p.closed)
@@ -759,14 +773,14 @@ func (p *ctrProcess) Close(ctx context.Context) error {
 		if p.task != nil {
 			p.readMemory() // before the kill and the delete remove the cgroup's story
 			p.thawForRemoval()
-			_ = retryUnavailable(func() error { return p.Kill(ctx) })
+			_ = retryUnavailable(ctx, p.Kill)
 			if p.exit != nil {
 				select {
 				case <-p.exit:
 				case <-time.After(5 * time.Second):
 				}
 			}
-			err := retryUnavailable(func() error {
+			err := retryUnavailable(ctx, func(ctx context.Context) error {
 				_, err := p.task.Delete(ctx, containerd.WithProcessKill)
 				return err
 			})
@@ -775,7 +789,7 @@ func (p *ctrProcess) Close(ctx context.Context) error {
 			}
 		}
 		if p.cont != nil {
-			err := retryUnavailable(func() error { return p.cont.Delete(ctx, containerd.WithSnapshotCleanup) })
+			err := retryUnavailable(ctx, func(ctx context.Context) error { return p.cont.Delete(ctx, containerd.WithSnapshotCleanup) })
 			if err != nil && !errdefs.IsNotFound(err) {
 				errs = append(errs, fmt.Errorf("delete container: %w", err))
 			}

@@ -336,6 +336,11 @@ func faultContainerdRestart(t *testing.T, env *faultEnv) {
 	defer func() {
 		if t.Failed() && len(left) > 0 {
 			t.Logf("containers of fc-* still in containerd: %v", left)
+			// What the agent is stuck on: its goroutines, in its log.
+			if env.sub != nil {
+				_ = syscall.Kill(env.sub.cmd.Process.Pid, syscall.SIGQUIT)
+				t.Logf("sub's goroutines dumped to its log (%s)", env.dir)
+			}
 		}
 	}()
 	waitUntil(t, 30*time.Second, "no container of fc-* in containerd", func() bool {
