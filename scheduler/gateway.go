@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/amberfn/amber/api"
+	"github.com/amberfn/amber/scheduler/internal/placement"
 )
 
 // fnStats are the running counters of one function (guarded by Scheduler.mu).
@@ -65,7 +66,7 @@ func (s *Scheduler) statsFor(name string) api.FunctionStats {
 	}
 	cold := 0
 	for _, a := range s.arrivals.recent(name, s.now().Add(-5*time.Minute)) {
-		if a.cold {
+		if a.Cold {
 			cold++
 		}
 	}
@@ -248,7 +249,7 @@ func (s *Scheduler) invoke(w http.ResponseWriter, ctx context.Context, fn *api.F
 	defer func() {
 		kind := api.StartKind(w.Header().Get(api.HeaderStartKind))
 		s.latency.observe(name, kind, s.now().Sub(arrived))
-		s.arrivals.add(name, arrival{at: arrived, concurrent: concurrent, cold: kind == api.StartCold || kind == api.StartRestore})
+		s.arrivals.add(name, placement.Arrival{At: arrived, Concurrent: concurrent, Cold: kind == api.StartCold || kind == api.StartRestore})
 	}()
 
 	exclude := map[string]bool{}

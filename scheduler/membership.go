@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/amberfn/amber/api"
+	"github.com/amberfn/amber/scheduler/internal/placement"
 )
 
 // fnKey names one function version.
@@ -184,11 +185,11 @@ func (s *Scheduler) instancesByFunction() map[string][]api.Instance {
 
 // candidatesLocked builds placement's view of the agents for one function
 // version, sorted by name.
-func (s *Scheduler) candidatesLocked(k fnKey, caps map[string]int) []Candidate {
-	out := make([]Candidate, 0, len(s.agents))
+func (s *Scheduler) candidatesLocked(k fnKey, caps map[string]int) []placement.Candidate {
+	out := make([]placement.Candidate, 0, len(s.agents))
 	for name, e := range s.agents {
 		capN, capped := caps[name]
-		out = append(out, Candidate{
+		out = append(out, placement.Candidate{
 			Name:          name,
 			State:         s.stateLocked(e),
 			CapacityMB:    e.hb.CapacityMB,
@@ -198,7 +199,7 @@ func (s *Scheduler) candidatesLocked(k fnKey, caps map[string]int) []Candidate {
 			Snapshot:      e.snaps[k],
 		})
 	}
-	slices.SortFunc(out, func(a, b Candidate) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b placement.Candidate) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
@@ -206,17 +207,17 @@ func (s *Scheduler) candidatesLocked(k fnKey, caps map[string]int) []Candidate {
 // an idle instance, when placed on one) until release. It returns the
 // reservation and the agent's URL. pool is the function's pool, which the
 // caller has read already to admit the invocation.
-func (s *Scheduler) reserve(fn *api.Function, pool api.PoolSettings, exclude map[string]bool) (reservation, string, Placement, error) {
+func (s *Scheduler) reserve(fn *api.Function, pool api.PoolSettings, exclude map[string]bool) (reservation, string, placement.Placement, error) {
 	k := fnKey{fn.Name, fn.Version}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	caps := s.capSharesLocked(fn.Name, pool)
-	p, err := Place(PlacementRequest{Function: fn.Name, Version: fn.Version, MemoryMB: fn.MemoryMB, Exclude: exclude}, s.candidatesLocked(k, caps))
+	p, err := placement.Place(placement.Request{Function: fn.Name, Version: fn.Version, MemoryMB: fn.MemoryMB, Exclude: exclude}, s.candidatesLocked(k, caps))
 	if err != nil {
-		return reservation{}, "", Placement{}, err
+		return reservation{}, "", placement.Placement{}, err
 	}
 	e := s.agents[p.Agent]
-	r := reservation{agent: p.Agent, key: k, memoryMB: fn.MemoryMB, gen: e.gen, claimed: p.Reason == ReasonIdleInstance}
+	r := reservation{agent: p.Agent, key: k, memoryMB: fn.MemoryMB, gen: e.gen, claimed: p.Reason == placement.ReasonIdleInstance}
 	e.reservedMB += r.memoryMB
 	e.inflight[k.name]++
 	if r.claimed {

@@ -14,6 +14,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/amberfn/amber/api"
+	"github.com/amberfn/amber/scheduler/internal/placement"
 )
 
 // Pool settings live beside the versions, in their own bucket:
@@ -99,7 +100,7 @@ func spread(function string, n int, agents []string) map[string]int {
 	}
 	order := slices.Clone(agents)
 	slices.SortFunc(order, func(a, b string) int {
-		ha, hb := homeScore(function, a), homeScore(function, b)
+		ha, hb := placement.HomeScore(function, a), placement.HomeScore(function, b)
 		switch {
 		case ha > hb:
 			return -1

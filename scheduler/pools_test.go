@@ -13,13 +13,14 @@ import (
 	"time"
 
 	"github.com/amberfn/amber/api"
+	"github.com/amberfn/amber/scheduler/internal/placement"
 )
 
 // homeOrder is agents sorted the way spread hands out shares: home first.
 func homeOrder(fn string, agents ...string) []string {
 	order := slices.Clone(agents)
 	slices.SortFunc(order, func(a, b string) int {
-		ha, hb := homeScore(fn, a), homeScore(fn, b)
+		ha, hb := placement.HomeScore(fn, a), placement.HomeScore(fn, b)
 		switch {
 		case ha > hb:
 			return -1
@@ -294,37 +295,6 @@ func TestLimiter(t *testing.T) {
 	})
 }
 
-// TestPlaceAtCap: an agent at its share of max_instances takes an
-// invocation only on an idle instance.
-func TestPlaceAtCap(t *testing.T) {
-	req := PlacementRequest{Function: "hello", Version: 1, MemoryMB: 128}
-	atCap := func(c Candidate) Candidate { c.AtCap = true; return c }
-	tests := []struct {
-		name       string
-		cands      []Candidate
-		wantAgent  string
-		wantReason string
-	}{
-		{"at cap skipped for memory", []Candidate{atCap(ready("a", 8192, 0, 0)), ready("b", 512, 0, 0)}, "b", ReasonFreeMemory},
-		{"at cap with an idle instance", []Candidate{atCap(ready("a", 8192, 8192, 1)), ready("b", 8192, 0, 0)}, "a", ReasonIdleInstance},
-		{"all at cap", []Candidate{atCap(ready("a", 8192, 0, 0)), atCap(ready("b", 8192, 0, 0))}, "", ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			p, err := Place(req, tt.cands)
-			if tt.wantAgent == "" {
-				if !errors.Is(err, api.ErrUnavailable) {
-					t.Fatalf("placed %+v, %v; want ErrUnavailable", p, err)
-				}
-				return
-			}
-			if err != nil || p.Agent != tt.wantAgent || p.Reason != tt.wantReason {
-				t.Fatalf("placed %+v, %v; want %s/%s", p, err, tt.wantAgent, tt.wantReason)
-			}
-		})
-	}
-}
-
 func intp(n int) *int { return &n }
 
 func (ts *testScheduler) putPool(t *testing.T, name string, change api.PoolChange) api.PoolStatus {
@@ -482,7 +452,7 @@ func TestPoolTargets(t *testing.T) {
 	ts := newTestScheduler(t)
 	fn := ts.deploy(t, "hello", 128)
 	ts.deploy(t, "other", 128) // never tuned: no target
-	home := homeOf("hello", "a", "b")
+	home := placement.Home("hello", "a", "b")
 	away := map[string]string{"a": "b", "b": "a"}[home]
 	hb := func(name string) map[string]api.PoolTarget {
 		return ts.heartbeatReply(t, agentHB(name, "http://"+name+":1", 4096))
@@ -553,14 +523,14 @@ func TestPlacementHonoursCaps(t *testing.T) {
 	ts := newTestScheduler(t)
 	f := ts.deploy(t, "hello", 128)
 	fn := &f
-	home := homeOf("hello", "a", "b")
+	home := placement.Home("hello", "a", "b")
 	away := map[string]string{"a": "b", "b": "a"}[home]
 	ts.heartbeat(t, agentHB("a", "http://a:1", 4096))
 	ts.heartbeat(t, agentHB("b", "http://b:1", 4096))
 	ts.putPool(t, "hello", api.PoolChange{MaxInstances: intp(2)}) // 1 each
 
 	r1, _, p1, err := ts.reserve(fn, testPool(t, ts, fn.Name), nil)
-	if err != nil || p1.Agent != home || p1.Reason != ReasonFreeMemory {
+	if err != nil || p1.Agent != home || p1.Reason != placement.ReasonFreeMemory {
 		t.Fatalf("first: %+v %v; want %s by free memory (home on a tie)", p1, err, home)
 	}
 	r2, _, p2, err := ts.reserve(fn, testPool(t, ts, fn.Name), nil)
@@ -574,8 +544,8 @@ func TestPlacementHonoursCaps(t *testing.T) {
 	idle := api.Instance{ID: "i1", Function: "hello", Version: fn.Version, State: api.StateIdle, MemoryMB: 128}
 	ts.heartbeat(t, agentHB(away, "http://"+away+":1", 4096, idle))
 	r3, _, p3, err := ts.reserve(fn, testPool(t, ts, fn.Name), nil)
-	if err != nil || p3.Agent != away || p3.Reason != ReasonIdleInstance {
-		t.Fatalf("with an idle instance: %+v %v; want %s/%s", p3, err, away, ReasonIdleInstance)
+	if err != nil || p3.Agent != away || p3.Reason != placement.ReasonIdleInstance {
+		t.Fatalf("with an idle instance: %+v %v; want %s/%s", p3, err, away, placement.ReasonIdleInstance)
 	}
 	if _, _, p, err := ts.reserve(fn, testPool(t, ts, fn.Name), nil); !errors.Is(err, api.ErrUnavailable) {
 		t.Fatalf("idle instance claimed: %+v %v; want ErrUnavailable", p, err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/amberfn/amber/api"
+	"github.com/amberfn/amber/scheduler/internal/placement"
 )
 
 // prePullTimeout bounds an agent's pre-pull of a deployed image.
@@ -78,12 +79,7 @@ func errorDetail(err error) (int, api.ErrorDetail) {
 func (s *Scheduler) homeAgent(name string) (agent, agentURL string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, a := range s.readyAgentsLocked() {
-		if agent == "" || homeScore(name, a) > homeScore(name, agent) {
-			agent = a
-		}
-	}
-	if agent != "" {
+	if agent = placement.Home(name, s.readyAgentsLocked()...); agent != "" {
 		agentURL = s.agents[agent].hb.URL
 	}
 	return agent, agentURL

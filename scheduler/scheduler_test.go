@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/amberfn/amber/api"
+	"github.com/amberfn/amber/scheduler/internal/placement"
 )
 
 func TestHealthzAndAuth(t *testing.T) {
@@ -411,31 +412,31 @@ func TestReserveIdleClaims(t *testing.T) {
 		}
 		return -1
 	}
-	r1 := reserve("small", ReasonIdleInstance) // the idle v2 instance (v1's does not count)
-	r2 := reserve("big", ReasonFreeMemory)     // idle one claimed: most free memory
+	r1 := reserve("small", placement.ReasonIdleInstance) // the idle v2 instance (v1's does not count)
+	r2 := reserve("big", placement.ReasonFreeMemory)     // idle one claimed: most free memory
 	if reserved("small") != 256 || reserved("big") != 256 {
 		t.Fatalf("reserved: small %d big %d", reserved("small"), reserved("big"))
 	}
 	ts.release(r1) // the instance is idle again
-	r3 := reserve("small", ReasonIdleInstance)
+	r3 := reserve("small", placement.ReasonIdleInstance)
 	ts.release(r2)
 	ts.release(r3)
 	if reserved("small") != 0 || reserved("big") != 0 {
 		t.Fatalf("after release: small %d big %d", reserved("small"), reserved("big"))
 	}
 	// A heartbeat resets claims: the agent's own view wins.
-	r4 := reserve("small", ReasonIdleInstance)
+	r4 := reserve("small", placement.ReasonIdleInstance)
 	if err := ts.heartbeat0(agentHB("small", "http://small:1", 512, idle)); err != nil {
 		t.Fatal(err)
 	}
-	r5 := reserve("small", ReasonIdleInstance)
+	r5 := reserve("small", placement.ReasonIdleInstance)
 	ts.release(r4) // from an older heartbeat: must not free r5's claim
-	reserve("big", ReasonFreeMemory)
+	reserve("big", placement.ReasonFreeMemory)
 	ts.release(r5)
 
 	// Claim the idle instance, then fill the memory: big has 4096-256 MB
 	// free (15 invocations), small 512-256 (1).
-	reserve("small", ReasonIdleInstance)
+	reserve("small", placement.ReasonIdleInstance)
 	n := 0
 	for ; ; n++ {
 		_, _, _, err := ts.reserve(fn, testPool(t, ts, fn.Name), nil)

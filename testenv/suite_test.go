@@ -57,7 +57,7 @@ func TestBenchSuite(t *testing.T) {
 	ctx := t.Context()
 
 	t.Log("package benchmarks: placement and console render")
-	cpu, cpuCmd, err := bench.RunGoBench(ctx, root, "^Benchmark(Place|Render.*|ApplyState|ApplyStateQuiet)$", suiteCPUBench, "./scheduler", "./tui")
+	cpu, cpuCmd, err := bench.RunGoBench(ctx, root, "^Benchmark(Place|Render.*|ApplyState|ApplyStateQuiet)$", suiteCPUBench, "./scheduler/internal/placement", "./tui")
 	if err != nil {
 		t.Fatal(err)
 	}

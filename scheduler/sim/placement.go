@@ -2,7 +2,7 @@ package sim
 
 // Placement simulation: the same deterministic workload replayed over N
 // agents of equal memory under several placement policies, amber's own
-// (the real scheduler.Place) among them.
+// (the real placement.Place) among them.
 //
 // The model: an instance holds its function's memory while it exists, busy
 // or idle; an idle instance expires keep-alive after its last use. An
@@ -25,18 +25,18 @@ import (
 	"time"
 
 	"github.com/amberfn/amber/api"
-	"github.com/amberfn/amber/scheduler"
+	"github.com/amberfn/amber/scheduler/internal/placement"
 )
 
 // Placement policies the simulator knows.
 const (
-	// PlaceAmber is scheduler.Place over candidates whose ReservedMB is all
+	// PlaceAmber is placement.Place over candidates whose ReservedMB is all
 	// memory held on the agent (busy and idle instances), so "free memory"
 	// means free without evicting anything; when no agent has that much, a
 	// second Place call with ReservedMB = memory in flight (what the real
 	// scheduler reserves) picks the agent whose idle instances are evicted.
 	PlaceAmber = "amber"
-	// PlaceAmberInFlight is scheduler.Place exactly as the scheduler feeds
+	// PlaceAmberInFlight is placement.Place exactly as the scheduler feeds
 	// it: ReservedMB is the memory of invocations in flight only, so idle
 	// instances look like free memory.
 	PlaceAmberInFlight = "amber (in-flight reserved)"
@@ -222,7 +222,7 @@ type cluster struct {
 	st      *PlacementStats
 	rng     *rand.Rand
 	steps   []int
-	request scheduler.PlacementRequest
+	request placement.Request
 }
 
 func (c *cluster) idle(in pinst) bool { return !in.freeAt.After(c.now) }
@@ -355,12 +355,12 @@ func (c *cluster) truth(i, fn int) agentView {
 	return agentView{all: all, busy: busy, idle: c.idleOf(c.agents[i], fn)}
 }
 
-// placeAmber runs scheduler.Place over view for an invocation of fn, as
+// placeAmber runs placement.Place over view for an invocation of fn, as
 // PlaceAmber or PlaceAmberInFlight describe, leaving out the agents in
 // exclude. It returns the agent and the placement's reason, or nil.
 func (c *cluster) placeAmber(policy string, fn int, view func(agent, fn int) agentView, exclude map[string]bool) (*pagent, string) {
-	req := scheduler.PlacementRequest{Function: c.fns[fn].Name, Version: 1, MemoryMB: c.fns[fn].MemoryMB, Exclude: exclude}
-	cands := make([]scheduler.Candidate, len(c.agents))
+	req := placement.Request{Function: c.fns[fn].Name, Version: 1, MemoryMB: c.fns[fn].MemoryMB, Exclude: exclude}
+	cands := make([]placement.Candidate, len(c.agents))
 	for pass := 0; pass < 2; pass++ {
 		inFlight := policy == PlaceAmberInFlight || pass == 1
 		for i, a := range c.agents {
@@ -369,10 +369,10 @@ func (c *cluster) placeAmber(policy string, fn int, view func(agent, fn int) age
 			if inFlight {
 				reserved = v.busy
 			}
-			cands[i] = scheduler.Candidate{Name: a.name, State: api.AgentReady, CapacityMB: a.cap,
+			cands[i] = placement.Candidate{Name: a.name, State: api.AgentReady, CapacityMB: a.cap,
 				ReservedMB: reserved, IdleInstances: v.idle}
 		}
-		p, err := scheduler.Place(req, cands)
+		p, err := placement.Place(req, cands)
 		if err == nil {
 			for _, a := range c.agents {
 				if a.name == p.Agent {

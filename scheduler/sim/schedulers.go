@@ -22,7 +22,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/amberfn/amber/scheduler"
+	"github.com/amberfn/amber/scheduler/internal/placement"
 )
 
 // Front doors: how the load balancer spreads arrivals over schedulers.
@@ -235,7 +235,7 @@ func (out *SchedulersStats) place(c *cluster, s *sched, ar arrival, view func(ag
 			exclude[a.name] = true
 			continue
 		}
-		claimed := reason == scheduler.ReasonIdleInstance
+		claimed := reason == placement.ReasonIdleInstance
 		if claimed && !warm {
 			out.StaleWarm++
 		}

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/amberfn/amber/api"
-	"github.com/amberfn/amber/scheduler"
+	"github.com/amberfn/amber/scheduler/internal/placement"
 )
 
 // Model constants, the scheduler's and the agent's.
@@ -181,7 +181,7 @@ type pool struct {
 	now      time.Time
 	minWarm  int
 	insts    []*instance
-	arrivals []scheduler.Arrival
+	arrivals []placement.Arrival
 	st       Stats
 }
 
@@ -322,7 +322,7 @@ func (p *pool) invoke(inv Invocation) {
 			concurrent++
 		}
 	}
-	p.arrivals = append(p.arrivals, scheduler.Arrival{At: t, Concurrent: concurrent, Cold: cold})
+	p.arrivals = append(p.arrivals, placement.Arrival{At: t, Concurrent: concurrent, Cold: cold})
 	p.reconcile()
 }
 
@@ -339,7 +339,7 @@ func (p *pool) tick(t time.Time) {
 		for i > 0 && !p.arrivals[i-1].At.Before(from) {
 			i--
 		}
-		n := scheduler.Recommend(p.arrivals[i:], AutoWindow, p.fn.MemoryMB, capN).MinWarm
+		n := placement.Recommend(p.arrivals[i:], AutoWindow, p.fn.MemoryMB, capN).MinWarm
 		if p.fn.MaxInstances > 0 {
 			n = min(n, p.fn.MaxInstances)
 		}

@@ -1,7 +1,7 @@
 // Package sim replays a synthetic multi-function workload against a model
 // of amber's warm pools, deterministically from a seed, to compare pool
 // policies: fixed min_warm and keep-alive, and the scheduler's auto mode
-// (the very rule it runs, through scheduler.Recommend).
+// (the very rule it runs, through placement.Recommend).
 //
 // It is pure Go: no agents, no HTTP, no wall clock. The model follows the
 // agent: an invocation takes the most recently used idle instance (warm)

@@ -1,4 +1,8 @@
-package scheduler
+// Package placement is how the scheduler chooses an agent for an
+// invocation (Place) and how its auto mode sizes a warm pool (Recommend):
+// pure functions over values, shared by the scheduler and its simulator
+// (scheduler/sim), which replays the very rules the scheduler runs.
+package placement
 
 import (
 	"fmt"
@@ -29,8 +33,8 @@ type Candidate struct {
 // FreeMB is the memory left for new invocations.
 func (c Candidate) FreeMB() int { return c.CapacityMB - c.ReservedMB }
 
-// PlacementRequest is what is being placed.
-type PlacementRequest struct {
+// Request is what is being placed.
+type Request struct {
 	Function string
 	Version  int
 	MemoryMB int
@@ -67,7 +71,7 @@ type Placement struct {
 // functions homed on an agent when that agent joins or leaves. Suspect and
 // gone agents are never chosen. It returns an error wrapping
 // api.ErrUnavailable when no agent fits.
-func Place(req PlacementRequest, cands []Candidate) (Placement, error) {
+func Place(req Request, cands []Candidate) (Placement, error) {
 	// rank orders the reasons: 0 idle instance, 1 snapshot, 2 free memory.
 	reasons := [...]string{ReasonIdleInstance, ReasonSnapshot, ReasonFreeMemory}
 	var best *Candidate
@@ -85,7 +89,7 @@ func Place(req PlacementRequest, cands []Candidate) (Placement, error) {
 		if c.FreeMB() != best.FreeMB() {
 			return c.FreeMB() > best.FreeMB()
 		}
-		return homeScore(req.Function, c.Name) > homeScore(req.Function, best.Name)
+		return HomeScore(req.Function, c.Name) > HomeScore(req.Function, best.Name)
 	}
 	for i := range cands {
 		c := &cands[i]
@@ -113,9 +117,9 @@ func Place(req PlacementRequest, cands []Candidate) (Placement, error) {
 	return Placement{Agent: best.Name, Reason: reasons[bestRank]}, nil
 }
 
-// homeScore is the rendezvous (highest random weight) hash of a function on
+// HomeScore is the rendezvous (highest random weight) hash of a function on
 // an agent: the agent with the highest score is the function's home.
-func homeScore(function, agent string) uint64 {
+func HomeScore(function, agent string) uint64 {
 	h := fnv.New64a()
 	h.Write([]byte(function))
 	h.Write([]byte{0})
@@ -128,4 +132,16 @@ func homeScore(function, agent string) uint64 {
 	x *= 0xc4ceb9fe1a85ec53
 	x ^= x >> 33
 	return x
+}
+
+// Home is function's home among agents: the one with the highest
+// HomeScore ("" when there are none).
+func Home(function string, agents ...string) string {
+	best := ""
+	for _, a := range agents {
+		if best == "" || HomeScore(function, a) > HomeScore(function, best) {
+			best = a
+		}
+	}
+	return best
 }

@@ -1,4 +1,4 @@
-package scheduler
+package placement
 
 import (
 	"fmt"
@@ -9,7 +9,7 @@ import (
 
 // BenchmarkPlace measures placement decisions over 100 agents for 1,000
 // functions, a tenth of the agents holding an idle instance of the
-// function placed: go test -run '^$' -bench Place ./scheduler
+// function placed: go test -run '^$' -bench Place ./scheduler/internal/placement
 func BenchmarkPlace(b *testing.B) {
 	const agents, functions = 100, 1000
 	cands := make([]Candidate, agents)
@@ -27,7 +27,7 @@ func BenchmarkPlace(b *testing.B) {
 		c := cands[i%agents]
 		c.IdleInstances = i % 10 / 9 // one call in ten finds an idle instance on this agent
 		cands[i%agents] = c
-		if _, err := Place(PlacementRequest{Function: fn, Version: 1, MemoryMB: 128}, cands); err != nil {
+		if _, err := Place(Request{Function: fn, Version: 1, MemoryMB: 128}, cands); err != nil {
 			b.Fatal(err)
 		}
 	}
