@@ -78,3 +78,46 @@ func TestDoctorLines(t *testing.T) {
 		t.Error("parent")
 	}
 }
+
+// TestSchedulerClusterArgs: `amber install scheduler` with cluster flags
+// writes them to the environment file the unit reads, and refuses a
+// cluster that could not survive the loss of one scheduler.
+func TestSchedulerClusterArgs(t *testing.T) {
+	peers := []string{"10.0.0.2:6222", "10.0.0.3:6222"}
+	for _, tc := range []struct {
+		name string
+		c    SchedulerCluster
+		want string // in the env file, or the error
+		err  bool
+	}{
+		{"three nodes", SchedulerCluster{Listen: ":7700", ClusterListen: "10.0.0.1:6222", Peers: peers, Name: "s1"},
+			"AMBER_SCHEDULER_ARGS=--listen :7700 --cluster-listen 10.0.0.1:6222 --cluster-peers 10.0.0.2:6222,10.0.0.3:6222 --nats-name s1\n", false},
+		{"no cluster address", SchedulerCluster{Peers: peers}, "--cluster-listen: a scheduler of a cluster needs", true},
+		{"one peer", SchedulerCluster{ClusterListen: "10.0.0.1:6222", Peers: peers[:1]}, "needs at least three", true},
+		{"bad peer", SchedulerCluster{ClusterListen: "10.0.0.1:6222", Peers: []string{"10.0.0.2", "10.0.0.3:6222"}}, `--cluster-peers "10.0.0.2": want host:port`, true},
+		{"itself a peer", SchedulerCluster{ClusterListen: "10.0.0.1:6222", Peers: []string{"10.0.0.1:6222", "10.0.0.3:6222"}}, "this node's own", true},
+		{"quote in a name", SchedulerCluster{ClusterListen: "10.0.0.1:6222", Peers: peers, Name: `a"b`}, "no spaces or quotes", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			units, err := Units(RoleScheduler, UnitConfig{Binary: "/usr/bin/amber", Cluster: &tc.c})
+			if tc.err {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("error %v, want it to contain %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasSuffix(units[1].Content, tc.want) {
+				t.Fatalf("env file:\n%s\nwant it to end with %q", units[1].Content, tc.want)
+			}
+			if !strings.Contains(units[0].Content, "$AMBER_SCHEDULER_ARGS") {
+				t.Fatal("the unit does not pass AMBER_SCHEDULER_ARGS on")
+			}
+		})
+	}
+	if _, err := Units(RoleAgent, UnitConfig{Binary: "/usr/bin/amber", Cluster: &SchedulerCluster{ClusterListen: "a:1", Peers: peers}}); err == nil {
+		t.Error("cluster settings accepted for an agent")
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 
 	"github.com/amberfn/amber/ops"
 	"github.com/amberfn/amber/snapshots"
@@ -16,7 +17,7 @@ import (
 
 // roleUnits adds the unit-location flags to fs, parses args, and renders
 // the units of the one role named: the common part of install and uninstall.
-func roleUnits(fs *flag.FlagSet, args []string, usage string) (ops.Role, []ops.Unit, error) {
+func roleUnits(fs *flag.FlagSet, args []string, usage string, cluster *ops.SchedulerCluster) (ops.Role, []ops.Unit, error) {
 	bin := fs.String("binary", "", "amber binary the units run (default: this one)")
 	unitDir := fs.String("unit-dir", "/etc/systemd/system", "where the unit files go")
 	envDir := fs.String("env-dir", "/etc/amber", "where the environment files go")
@@ -37,7 +38,11 @@ func roleUnits(fs *flag.FlagSet, args []string, usage string) (ops.Role, []ops.U
 		return "", nil, err
 	}
 	role := ops.Role(pos[0])
-	units, err := ops.Units(role, ops.UnitConfig{Binary: abs, UnitDir: *unitDir, EnvDir: *envDir})
+	cfg := ops.UnitConfig{Binary: abs, UnitDir: *unitDir, EnvDir: *envDir}
+	if cluster != nil && (cluster.ClusterListen != "" || len(cluster.Peers) > 0) {
+		cfg.Cluster = cluster
+	}
+	units, err := ops.Units(role, cfg)
 	return role, units, err
 }
 
@@ -45,7 +50,19 @@ func roleUnits(fs *flag.FlagSet, args []string, usage string) (ops.Role, []ops.U
 func cmdInstall(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("install", flag.ContinueOnError)
 	dry := fs.Bool("dry-run", false, "print each file it would write, after a `# PATH` line, and write nothing")
-	role, units, err := roleUnits(fs, args, "amber install agent|scheduler [--dry-run]")
+	var cl ops.SchedulerCluster
+	fs.StringVar(&cl.Listen, "listen", "", "scheduler of a cluster: its HTTP address (host:port)")
+	fs.StringVar(&cl.ClusterListen, "cluster-listen", "", "scheduler of a cluster: this node's NATS cluster address (host:port)")
+	fs.Func("cluster-peers", "scheduler of a cluster: the other schedulers' cluster addresses (host:port,…)", func(v string) error {
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				cl.Peers = append(cl.Peers, p)
+			}
+		}
+		return nil
+	})
+	fs.StringVar(&cl.Name, "name", "", "scheduler of a cluster: its unique node name (default: the host name)")
+	role, units, err := roleUnits(fs, args, "amber install agent|scheduler [--dry-run] [--cluster-listen H:P --cluster-peers H:P,H:P [--listen H:P] [--name N]]", &cl)
 	if err != nil {
 		return err
 	}
@@ -57,6 +74,9 @@ func cmdInstall(args []string, stdout io.Writer) error {
 		if filepath.Ext(u.Path) == ".env" {
 			if _, err := os.Stat(u.Path); err == nil {
 				fmt.Fprintf(stdout, "kept %s\n", u.Path)
+				if cl.ClusterListen != "" {
+					fmt.Fprintf(stdout, "  the cluster flags were not written there: set AMBER_SCHEDULER_ARGS in it by hand\n")
+				}
 				continue // an operator's settings are never overwritten
 			}
 		}
@@ -78,7 +98,7 @@ func cmdInstall(args []string, stdout io.Writer) error {
 // cmdUninstall removes the unit (the environment file and data stay).
 func cmdUninstall(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("uninstall", flag.ContinueOnError)
-	role, units, err := roleUnits(fs, args, "amber uninstall agent|scheduler")
+	role, units, err := roleUnits(fs, args, "amber uninstall agent|scheduler", nil)
 	if err != nil {
 		return err
 	}
