@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,15 +10,11 @@ import (
 	"sync"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/amberfn/amber/api"
 )
 
-// Pool settings live beside the versions, in their own bucket:
-//
-//	pools/<name>   JSON api.PoolSettings
-var bucketPools = []byte("pools")
+// Pool settings live in the function's head key (registry.go); a
+// function never tuned has none and the defaults apply.
 
 // Bounds on the wait for a slot under a function's max_instances.
 const (
@@ -27,67 +22,37 @@ const (
 	maxQueueWait = 5 * time.Second // then 429
 )
 
-// pool reads a function's settings; a function never tuned has the defaults.
+// pool reads a function's settings, from memory; a function never tuned
+// (or unknown) has the defaults.
 func (r *registry) pool(name string) (api.PoolSettings, error) {
-	p, gen, ok := r.cache.getPool(name)
-	if ok {
-		return p, nil
+	r.cache.mu.RLock()
+	defer r.cache.mu.RUnlock()
+	if h := r.cache.heads[name]; h != nil && h.Pool != nil {
+		return *h.Pool, nil
 	}
-	p = api.DefaultPool()
-	err := r.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketPools)
-		if b == nil {
-			return nil
-		}
-		if data := b.Get([]byte(name)); data != nil {
-			return json.Unmarshal(data, &p)
-		}
-		return nil
-	})
-	if err != nil {
-		return p, err
-	}
-	r.cache.store(gen, func() { r.cache.pools[name] = p })
-	return p, nil
+	return api.DefaultPool(), nil
 }
 
 // setPool stores a function's settings (validated already).
 func (r *registry) setPool(name string, p api.PoolSettings) error {
-	data, err := json.Marshal(p)
-	if err != nil {
-		return err
-	}
-	defer r.cache.invalidate(name)
-	return r.db.Update(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketFunctions).Bucket([]byte(name)) == nil {
-			return notFound(name)
-		}
-		b, err := tx.CreateBucketIfNotExists(bucketPools)
-		if err != nil {
-			return err
-		}
-		return b.Put([]byte(name), data)
+	_, err := r.updateHead(name, func(h *fnHead) error {
+		h.Pool = &p
+		return nil
 	})
+	return err
 }
 
-// pools reads every function's settings (for heartbeat replies).
+// pools reads every tuned function's settings (for heartbeat replies).
 func (r *registry) pools() (map[string]api.PoolSettings, error) {
+	r.cache.mu.RLock()
+	defer r.cache.mu.RUnlock()
 	out := map[string]api.PoolSettings{}
-	err := r.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketPools)
-		if b == nil {
-			return nil
+	for name, h := range r.cache.heads {
+		if h.Pool != nil {
+			out[name] = *h.Pool
 		}
-		return b.ForEach(func(k, v []byte) error {
-			p := api.DefaultPool()
-			if err := json.Unmarshal(v, &p); err != nil {
-				return fmt.Errorf("decode pool of %q: %w", k, err)
-			}
-			out[string(k)] = p
-			return nil
-		})
-	})
-	return out, err
+	}
+	return out, nil
 }
 
 // spread divides n among agents: the function's home agent first (the
