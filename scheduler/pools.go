@@ -35,11 +35,28 @@ func (r *registry) pool(name string) (api.PoolSettings, error) {
 
 // setPool stores a function's settings (validated already).
 func (r *registry) setPool(name string, p api.PoolSettings) error {
+	_, err := r.changePool(name, func(api.PoolSettings) (api.PoolSettings, error) { return p, nil })
+	return err
+}
+
+// changePool applies change to a function's current settings by
+// compare-and-set, so changes from several schedulers at once all land;
+// change may refuse with an error (returned as is).
+func (r *registry) changePool(name string, change func(api.PoolSettings) (api.PoolSettings, error)) (api.PoolSettings, error) {
+	var next api.PoolSettings
 	_, err := r.updateHead(name, func(h *fnHead) error {
-		h.Pool = &p
+		cur := api.DefaultPool()
+		if h.Pool != nil {
+			cur = *h.Pool
+		}
+		var err error
+		if next, err = change(cur); err != nil {
+			return err
+		}
+		h.Pool = &next
 		return nil
 	})
-	return err
+	return next, err
 }
 
 // pools reads every tuned function's settings (for heartbeat replies).
@@ -207,21 +224,13 @@ func (s *Scheduler) handlePutPool(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, err)
 		return
 	}
-	if _, err := s.reg.latest(name); err != nil {
-		api.WriteError(w, err)
-		return
-	}
-	cur, err := s.reg.pool(name)
+	// Applied to the stored settings by compare-and-set: a change made at
+	// once through another scheduler is not lost.
+	next, err := s.reg.changePool(name, func(cur api.PoolSettings) (api.PoolSettings, error) {
+		next := change.Apply(cur)
+		return next, next.Validate()
+	})
 	if err != nil {
-		api.WriteError(w, err)
-		return
-	}
-	next := change.Apply(cur)
-	if err := next.Validate(); err != nil {
-		api.WriteError(w, err)
-		return
-	}
-	if err := s.reg.setPool(name, next); err != nil {
 		api.WriteError(w, err)
 		return
 	}

@@ -114,6 +114,8 @@ type registry struct {
 	kv  jetstream.KeyValue
 	now func() time.Time
 	log *slog.Logger
+	// timeout bounds one store operation (storeTimeout).
+	timeout time.Duration
 	// onDrain hears every drain change, this scheduler's and the others'.
 	onDrain func(agent string, on bool)
 
@@ -250,7 +252,7 @@ func openRegistry(ctx context.Context, eng *engine.Engine, dataDir string, now f
 	if err != nil {
 		return nil, err
 	}
-	r := &registry{kv: kv, now: now, log: log, onDrain: onDrain, cache: newRegistryCache()}
+	r := &registry{kv: kv, now: now, log: log, timeout: storeTimeout, onDrain: onDrain, cache: newRegistryCache()}
 	if dataDir != "" {
 		if err := r.importBolt(ctx, dataDir); err != nil {
 			return nil, fmt.Errorf("import %s: %w", boltFile(dataDir), err)
@@ -357,8 +359,8 @@ func (r *registry) close() error {
 	return nil
 }
 
-func opCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), storeTimeout)
+func (r *registry) opCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), r.timeout)
 }
 
 // storeErr names what failed and marks outages ErrStoreUnavailable.
@@ -446,7 +448,7 @@ func (r *registry) put(spec api.FunctionSpec) (fn *api.Function, created bool, e
 	if err := checkName("name", name); err != nil {
 		return nil, false, err
 	}
-	ctx, cancel := opCtx()
+	ctx, cancel := r.opCtx()
 	defer cancel()
 	// mine is the version this deploy wrote; fresh when it was written for
 	// a function created from nothing (its incarnation is new).
@@ -540,7 +542,7 @@ func (r *registry) updateHead(name string, change func(h *fnHead) error) (*fnHea
 	if err := checkName("name", name); err != nil {
 		return nil, err
 	}
-	ctx, cancel := opCtx()
+	ctx, cancel := r.opCtx()
 	defer cancel()
 	for range casAttempts {
 		h, rev, err := r.readHead(ctx, name)
@@ -604,7 +606,7 @@ func (r *registry) version(name string, v int) (*api.Function, error) {
 		if err := checkName("name", name); err != nil {
 			return nil, err
 		}
-		ctx, cancel := opCtx()
+		ctx, cancel := r.opCtx()
 		defer cancel()
 		e, err := r.kv.Get(ctx, versionKey(name, v))
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -666,7 +668,7 @@ func (r *registry) remove(name string) error {
 	if err := checkName("name", name); err != nil {
 		return err
 	}
-	ctx, cancel := opCtx()
+	ctx, cancel := r.opCtx()
 	defer cancel()
 	for range casAttempts {
 		h, rev, err := r.readHead(ctx, name)
@@ -769,7 +771,7 @@ func (r *registry) setDrain(agent string, on bool) error {
 	if err := checkName("agent", agent); err != nil {
 		return err
 	}
-	ctx, cancel := opCtx()
+	ctx, cancel := r.opCtx()
 	defer cancel()
 	if !on {
 		if err := r.kv.Delete(ctx, drainKey(agent)); err != nil {

@@ -186,7 +186,7 @@ func (s *Scheduler) routes() ([]Route, error) {
 // it over from a function no longer alive; a live other holder is a
 // conflict.
 func (r *registry) claimRoute(name, path string) error {
-	ctx, cancel := opCtx()
+	ctx, cancel := r.opCtx()
 	defer cancel()
 	for range casAttempts {
 		h, _, err := r.readHead(ctx, name)
@@ -257,7 +257,7 @@ func (r *registry) releaseRoutes(name string) {
 		}
 	}
 	r.cache.mu.RUnlock()
-	ctx, cancel := opCtx()
+	ctx, cancel := r.opCtx()
 	defer cancel()
 	for _, c := range stale {
 		err := r.kv.Delete(ctx, claimKey(c.path), jetstream.LastRevision(c.rev))
