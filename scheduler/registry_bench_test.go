@@ -27,8 +27,14 @@ func BenchmarkRegistryLatest(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	sent := s.eng.Conn.Stats().OutMsgs
 	b.ReportAllocs()
 	b.ResetTimer()
+	defer func() {
+		if n := s.eng.Conn.Stats().OutMsgs - sent; n != 0 {
+			b.Fatalf("the lookups sent %d messages to NATS; want none", n)
+		}
+	}()
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
 		for pb.Next() {

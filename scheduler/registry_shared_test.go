@@ -253,7 +253,7 @@ func TestStoreUnavailableIs503(t *testing.T) {
 	}
 	eventually(t, "b sees the function", func() bool { _, err := b.reg.latest("u"); return err == nil })
 	b.reg.timeout = 200 * time.Millisecond // sooner than the default 5s
-	if err := a.Close(); err != nil { // stops the node b uses
+	if err := a.Close(); err != nil {      // stops the node b uses
 		t.Fatal(err)
 	}
 	d := errorBody(t, b.do(t, "PUT", "/v1/functions/u/pool", strings.NewReader(`{"min_warm":1}`)), http.StatusServiceUnavailable)
