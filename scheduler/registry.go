@@ -312,24 +312,53 @@ func (r *registry) watch(ctx context.Context) error {
 		}
 	}
 	r.stopWatch, r.watchDone = cancel, make(chan struct{})
-	go func() {
-		defer close(r.watchDone)
-		defer func() { _ = w.Stop() }()
+	go r.follow(wctx, w)
+	return nil
+}
+
+// follow applies the watcher's news until ctx ends. Should the watch end
+// on its own (its consumer lost for good), it watches again: the initial
+// values then bring every change missed, deletes included, and the
+// revision check skips what the cache has already.
+func (r *registry) follow(ctx context.Context, w jetstream.KeyWatcher) {
+	defer close(r.watchDone)
+	for {
+		r.drain(ctx, w)
+		_ = w.Stop()
 		for {
-			select {
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e != nil {
-					r.applyEntry(e)
-				}
-			case <-wctx.Done():
+			if ctx.Err() != nil {
 				return
 			}
+			r.log.Warn("registry watch ended; watching again", "bucket", registryBucket)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			var err error
+			if w, err = r.kv.WatchAll(ctx); err == nil {
+				break
+			}
+			r.log.Warn("watch the registry", "bucket", registryBucket, "err", err.Error())
 		}
-	}()
-	return nil
+	}
+}
+
+// drain applies w's entries until it closes or ctx ends.
+func (r *registry) drain(ctx context.Context, w jetstream.KeyWatcher) {
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e != nil {
+				r.applyEntry(e)
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 func (r *registry) applyEntry(e jetstream.KeyValueEntry) {

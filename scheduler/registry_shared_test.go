@@ -268,3 +268,54 @@ func TestStoreUnavailableIs503(t *testing.T) {
 		t.Errorf("read from memory: %d", resp.StatusCode)
 	}
 }
+
+// A schedule's fire state moves by compare-and-set: of two schedulers
+// advancing the same tick, one wins.
+func TestSharedAdvanceSchedule(t *testing.T) {
+	a, b := newSchedulerPair(t)
+	if _, _, err := a.reg.put(testSpec("c", 128)); err != nil {
+		t.Fatal(err)
+	}
+	sc, err := a.setSchedule("c", "rate(1 minute)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "b sees the schedule", func() bool { all, _ := b.schedules(); return len(all) == 1 })
+	next := *sc
+	next.LastFiredAt, next.NextAt, next.Fired = sc.NextAt, sc.NextAt.Add(time.Minute), 1
+	var wins int
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, s := range []*testScheduler{a, b, a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			won, err := s.reg.advanceSchedule("c", *sc, next)
+			if err != nil {
+				t.Error(err)
+			}
+			if won {
+				mu.Lock()
+				wins++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if wins != 1 {
+		t.Fatalf("%d schedulers advanced the tick; want 1", wins)
+	}
+	for _, s := range []*testScheduler{a, b} {
+		eventually(t, "the advanced schedule", func() bool {
+			all, _ := s.schedules()
+			return len(all) == 1 && all[0].Fired == 1 && all[0].NextAt.Equal(next.NextAt)
+		})
+	}
+	// Advancing a deleted function's schedule: false, no error.
+	if err := b.reg.remove("c"); err != nil {
+		t.Fatal(err)
+	}
+	if won, err := a.reg.advanceSchedule("c", next, next); won || err != nil {
+		t.Errorf("advance a deleted function's schedule: %v %v", won, err)
+	}
+}
