@@ -820,10 +820,3 @@ func (r *registry) setDrain(agent string, on bool) error {
 	r.applyLocal(drainKey(agent), data, rev)
 	return nil
 }
-
-// drains lists the agents an operator drained.
-func (r *registry) drains() (map[string]bool, error) {
-	r.cache.mu.RLock()
-	defer r.cache.mu.RUnlock()
-	return maps.Clone(r.cache.drains), nil
-}
