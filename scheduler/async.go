@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -20,7 +19,8 @@ import (
 //
 //	async_queue/<uint64 BE seq>   JSON asyncEvent: pending (or in flight)
 //	async_dead/<uint64 BE seq>    JSON api.DeadLetter: out of retries
-//	async_config/<name>           JSON api.AsyncConfig: per-function retries
+//
+// A function's async settings (retries) live in its head key (registry.go).
 //
 // An event is written (and fsync'd by bbolt's commit) before enqueue
 // returns. It leaves async_queue only when a delivery succeeded, or when
@@ -522,18 +522,13 @@ func putDead(tx *bolt.Tx, dl api.DeadLetter) error {
 	return nil
 }
 
-// asyncConfig reads a function's async settings (defaults when unset).
+// asyncConfig reads a function's async settings (defaults when unset),
+// from memory.
 func (s *Scheduler) asyncConfig(name string) api.AsyncConfig {
-	cfg := api.AsyncConfig{MaxRetries: DefaultAsyncMaxRetries}
-	_ = s.reg.db.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(bucketAsyncConfig); b != nil {
-			if v := b.Get([]byte(name)); v != nil {
-				return json.Unmarshal(v, &cfg)
-			}
-		}
-		return nil
-	})
-	return cfg
+	if h, _ := s.reg.cache.head(name); h != nil && h.Async != nil {
+		return *h.Async
+	}
+	return api.AsyncConfig{MaxRetries: DefaultAsyncMaxRetries}
 }
 
 // deadLetters lists dead-lettered events, oldest first; function "" is all.
@@ -616,12 +611,9 @@ func (s *Scheduler) handlePutAsync(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, api.Invalid("max_retries", "%d: want 0–%d", cfg.MaxRetries, MaxAsyncRetries))
 		return
 	}
-	data, _ := json.Marshal(cfg)
-	err := s.reg.db.Update(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketFunctions).Bucket([]byte(name)) == nil {
-			return notFound(name)
-		}
-		return tx.Bucket(bucketAsyncConfig).Put([]byte(name), data)
+	_, err := s.reg.updateHead(name, func(h *fnHead) error {
+		h.Async = &cfg
+		return nil
 	})
 	if err != nil {
 		api.WriteError(w, err)
@@ -648,22 +640,4 @@ func (s *Scheduler) handleDeadLetters(w http.ResponseWriter, r *http.Request) {
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].DeadAt.Before(out[j].DeadAt) })
 	api.WriteJSON(w, http.StatusOK, out)
-}
-
-// dropAsync forgets a deleted function's async settings and schedule.
-// Its queued events fail (function not found) into the dead-letter list.
-func (s *Scheduler) dropAsync(name string) {
-	err := s.reg.db.Update(func(tx *bolt.Tx) error {
-		for _, bn := range [][]byte{bucketAsyncConfig, bucketSchedules} {
-			if b := tx.Bucket(bn); b != nil {
-				if err := b.Delete([]byte(name)); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, bolt.ErrDatabaseNotOpen) {
-		s.log.Warn("drop async settings", "function", name, "err", err.Error())
-	}
 }

@@ -2,8 +2,10 @@ package scheduler
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -13,17 +15,16 @@ import (
 	"github.com/amberfn/amber/api"
 )
 
-// Cron triggers are kept in the registry's database:
-//
-//	schedules/<name>   JSON api.Schedule
+// A cron trigger lives in its function's head key (registry.go), with its
+// fire state (NextAt, LastFiredAt, Fired).
 //
 // A loop (every second, on the scheduler's clock) fires each due schedule
-// as an async event whose payload is an EventBridge "Scheduled Event"; the
-// event is queued and the schedule's next time stored in one transaction,
-// so a fire is neither lost nor doubled by a crash. Times are UTC. When the
-// scheduler was down over several fire times, the schedule fires once on
-// start (for the latest missed time) and then carries on.
-var bucketSchedules = []byte("schedules")
+// as an async event whose payload is an EventBridge "Scheduled Event". The
+// scheduler that advances the fire state (a compare-and-set,
+// registry.advanceSchedule) queues the event, so several schedulers fire
+// a tick once. Times are UTC. When the schedulers were down over several
+// fire times, the schedule fires once on start (for the latest missed
+// time) and then carries on.
 
 // cronLoop is the schedule loop's stop handshake.
 type cronLoop struct{ stop, done chan struct{} }
@@ -283,12 +284,9 @@ func (s *Scheduler) setSchedule(name, expr string) (*api.Schedule, error) {
 	if sc.NextAt.IsZero() {
 		return nil, api.Invalid("expression", "%q never fires (no such date within five years)", expr)
 	}
-	data, _ := json.Marshal(sc)
-	err = s.reg.db.Update(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketFunctions).Bucket([]byte(name)) == nil {
-			return notFound(name)
-		}
-		return tx.Bucket(bucketSchedules).Put([]byte(name), data)
+	_, err = s.reg.updateHead(name, func(h *fnHead) error {
+		h.Schedule = &sc
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -296,19 +294,19 @@ func (s *Scheduler) setSchedule(name, expr string) (*api.Schedule, error) {
 	return &sc, nil
 }
 
+// schedules lists every function's schedule, by function name, from memory.
 func (s *Scheduler) schedules() ([]api.Schedule, error) {
+	c := &s.reg.cache
+	c.mu.RLock()
 	out := []api.Schedule{}
-	err := s.reg.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketSchedules).ForEach(func(_, v []byte) error {
-			var sc api.Schedule
-			if err := json.Unmarshal(v, &sc); err != nil {
-				return err
-			}
-			out = append(out, sc)
-			return nil
-		})
-	})
-	return out, err
+	for _, h := range c.heads {
+		if h.Schedule != nil {
+			out = append(out, *h.Schedule)
+		}
+	}
+	c.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Function < out[j].Function })
+	return out, nil
 }
 
 // fireDue queues an event for every schedule due at the scheduler's clock
@@ -316,58 +314,49 @@ func (s *Scheduler) schedules() ([]api.Schedule, error) {
 func (s *Scheduler) fireDue() (int, error) {
 	now := s.now().UTC()
 	fired := 0
-	err := s.reg.db.Update(func(tx *bolt.Tx) error {
-		sb := tx.Bucket(bucketSchedules)
-		var due []api.Schedule
-		err := sb.ForEach(func(_, v []byte) error {
-			var sc api.Schedule
-			if err := json.Unmarshal(v, &sc); err != nil {
-				s.log.Error("undecodable schedule; skipped", "err", err.Error())
-				return nil
-			}
-			if !sc.NextAt.After(now) {
-				due = append(due, sc)
-			}
-			return nil
-		})
+	all, err := s.schedules()
+	if err != nil {
+		return 0, err
+	}
+	var errs []error
+	for _, sc := range all {
+		if sc.NextAt.After(now) {
+			continue
+		}
+		c, err := parseSchedule(sc.Expression)
 		if err != nil {
-			return err
+			s.log.Error("bad stored schedule; skipped", "function", sc.Function, "err", err.Error())
+			continue
 		}
-		for _, sc := range due {
-			c, err := parseSchedule(sc.Expression)
-			if err != nil {
-				s.log.Error("bad stored schedule; skipped", "function", sc.Function, "err", err.Error())
-				continue
-			}
-			fb := tx.Bucket(bucketFunctions).Bucket([]byte(sc.Function))
-			if fb == nil {
-				continue
-			}
-			fn, err := readLatest(fb, sc.Function)
-			if err != nil {
-				continue
-			}
-			ev := s.newEvent(fn, nil, sourceSchedule)
-			ev.Payload = scheduledEvent(ev.ID, sc.Function, sc.NextAt)
-			if err := putEvent(tx, ev); err != nil {
-				return err
-			}
-			sc.LastFiredAt = sc.NextAt
-			sc.Fired++
-			sc.NextAt = c.next(now, sc.CreatedAt)
-			data, _ := json.Marshal(sc)
-			if err := sb.Put([]byte(sc.Function), data); err != nil {
-				return err
-			}
-			fired++
-			s.log.Info("schedule fired", "function", sc.Function, "expression", sc.Expression, "event_id", ev.ID, "next_at", sc.NextAt)
+		fn, err := s.reg.latest(sc.Function)
+		if err != nil {
+			continue
 		}
-		return nil
-	})
+		next := sc
+		next.LastFiredAt = sc.NextAt
+		next.Fired++
+		next.NextAt = c.next(now, sc.CreatedAt)
+		won, err := s.reg.advanceSchedule(sc.Function, sc, next)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("advance schedule of %q: %w", sc.Function, err))
+			continue
+		}
+		if !won {
+			continue // another scheduler fired this tick
+		}
+		ev := s.newEvent(fn, nil, sourceSchedule)
+		ev.Payload = scheduledEvent(ev.ID, sc.Function, sc.NextAt)
+		if err := s.reg.db.Update(func(tx *bolt.Tx) error { return putEvent(tx, ev) }); err != nil {
+			errs = append(errs, fmt.Errorf("queue the fire of %q: %w", sc.Function, err))
+			continue
+		}
+		fired++
+		s.log.Info("schedule fired", "function", sc.Function, "expression", sc.Expression, "event_id", ev.ID, "next_at", next.NextAt)
+	}
 	if fired > 0 {
 		s.wakeAsync()
 	}
-	return fired, err
+	return fired, errors.Join(errs...)
 }
 
 func (s *Scheduler) cronRun() {
@@ -406,30 +395,22 @@ func (s *Scheduler) handlePutSchedule(w http.ResponseWriter, r *http.Request) {
 
 func (s *Scheduler) handleGetSchedule(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	var sc *api.Schedule
-	err := s.reg.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketSchedules).Get([]byte(name))
-		if v == nil {
-			return fmt.Errorf("schedule of function %q %w", name, api.ErrNotFound)
-		}
-		sc = &api.Schedule{}
-		return json.Unmarshal(v, sc)
-	})
-	if err != nil {
-		api.WriteError(w, err)
+	h, _ := s.reg.cache.head(name)
+	if h == nil || h.Schedule == nil {
+		api.WriteError(w, fmt.Errorf("schedule of function %q %w", name, api.ErrNotFound))
 		return
 	}
-	api.WriteJSON(w, http.StatusOK, sc)
+	api.WriteJSON(w, http.StatusOK, h.Schedule)
 }
 
 func (s *Scheduler) handleDeleteSchedule(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	err := s.reg.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketSchedules)
-		if b.Get([]byte(name)) == nil {
+	_, err := s.reg.updateHead(name, func(h *fnHead) error {
+		if h.Schedule == nil {
 			return fmt.Errorf("schedule of function %q %w", name, api.ErrNotFound)
 		}
-		return b.Delete([]byte(name))
+		h.Schedule = nil
+		return nil
 	})
 	if err != nil {
 		api.WriteError(w, err)

@@ -369,9 +369,8 @@ func (s *Scheduler) handleDeleteFunction(w http.ResponseWriter, r *http.Request)
 		api.WriteError(w, err)
 		return
 	}
+	// One step: the route, schedule, pool and async settings went with it.
 	s.dropStats(name)
-	s.dropAsync(name)
-	s.dropRoute(name)
 	s.arrivals.drop(name)
 	s.latency.drop(name)
 	s.event(api.EventDeleted, name, "", "function %s deleted", name)

@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,16 +10,12 @@ import (
 	"sync"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/amberfn/amber/api"
 	"github.com/amberfn/amber/scheduler/internal/placement"
 )
 
-// Pool settings live beside the versions, in their own bucket:
-//
-//	pools/<name>   JSON api.PoolSettings
-var bucketPools = []byte("pools")
+// Pool settings live in the function's head key (registry.go); a
+// function never tuned has none and the defaults apply.
 
 // Bounds on the wait for a slot under a function's max_instances.
 const (
@@ -28,67 +23,54 @@ const (
 	maxQueueWait = 5 * time.Second // then 429
 )
 
-// pool reads a function's settings; a function never tuned has the defaults.
+// pool reads a function's settings, from memory; a function never tuned
+// (or unknown) has the defaults.
 func (r *registry) pool(name string) (api.PoolSettings, error) {
-	p, gen, ok := r.cache.getPool(name)
-	if ok {
-		return p, nil
+	r.cache.mu.RLock()
+	defer r.cache.mu.RUnlock()
+	if h := r.cache.heads[name]; h != nil && h.Pool != nil {
+		return *h.Pool, nil
 	}
-	p = api.DefaultPool()
-	err := r.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketPools)
-		if b == nil {
-			return nil
-		}
-		if data := b.Get([]byte(name)); data != nil {
-			return json.Unmarshal(data, &p)
-		}
-		return nil
-	})
-	if err != nil {
-		return p, err
-	}
-	r.cache.store(gen, func() { r.cache.pools[name] = p })
-	return p, nil
+	return api.DefaultPool(), nil
 }
 
 // setPool stores a function's settings (validated already).
 func (r *registry) setPool(name string, p api.PoolSettings) error {
-	data, err := json.Marshal(p)
-	if err != nil {
-		return err
-	}
-	defer r.cache.invalidate(name)
-	return r.db.Update(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketFunctions).Bucket([]byte(name)) == nil {
-			return notFound(name)
-		}
-		b, err := tx.CreateBucketIfNotExists(bucketPools)
-		if err != nil {
-			return err
-		}
-		return b.Put([]byte(name), data)
-	})
+	_, err := r.changePool(name, func(api.PoolSettings) (api.PoolSettings, error) { return p, nil })
+	return err
 }
 
-// pools reads every function's settings (for heartbeat replies).
-func (r *registry) pools() (map[string]api.PoolSettings, error) {
-	out := map[string]api.PoolSettings{}
-	err := r.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketPools)
-		if b == nil {
-			return nil
+// changePool applies change to a function's current settings by
+// compare-and-set, so changes from several schedulers at once all land;
+// change may refuse with an error (returned as is).
+func (r *registry) changePool(name string, change func(api.PoolSettings) (api.PoolSettings, error)) (api.PoolSettings, error) {
+	var next api.PoolSettings
+	_, err := r.updateHead(name, func(h *fnHead) error {
+		cur := api.DefaultPool()
+		if h.Pool != nil {
+			cur = *h.Pool
 		}
-		return b.ForEach(func(k, v []byte) error {
-			p := api.DefaultPool()
-			if err := json.Unmarshal(v, &p); err != nil {
-				return fmt.Errorf("decode pool of %q: %w", k, err)
-			}
-			out[string(k)] = p
-			return nil
-		})
+		var err error
+		if next, err = change(cur); err != nil {
+			return err
+		}
+		h.Pool = &next
+		return nil
 	})
-	return out, err
+	return next, err
+}
+
+// pools reads every tuned function's settings (for heartbeat replies).
+func (r *registry) pools() (map[string]api.PoolSettings, error) {
+	r.cache.mu.RLock()
+	defer r.cache.mu.RUnlock()
+	out := map[string]api.PoolSettings{}
+	for name, h := range r.cache.heads {
+		if h.Pool != nil {
+			out[name] = *h.Pool
+		}
+	}
+	return out, nil
 }
 
 // spread divides n among agents: the function's home agent first (the
@@ -243,21 +225,13 @@ func (s *Scheduler) handlePutPool(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, err)
 		return
 	}
-	if _, err := s.reg.latest(name); err != nil {
-		api.WriteError(w, err)
-		return
-	}
-	cur, err := s.reg.pool(name)
+	// Applied to the stored settings by compare-and-set: a change made at
+	// once through another scheduler is not lost.
+	next, err := s.reg.changePool(name, func(cur api.PoolSettings) (api.PoolSettings, error) {
+		next := change.Apply(cur)
+		return next, next.Validate()
+	})
 	if err != nil {
-		api.WriteError(w, err)
-		return
-	}
-	next := change.Apply(cur)
-	if err := next.Validate(); err != nil {
-		api.WriteError(w, err)
-		return
-	}
-	if err := s.reg.setPool(name, next); err != nil {
 		api.WriteError(w, err)
 		return
 	}

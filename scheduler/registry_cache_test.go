@@ -1,21 +1,19 @@
 package scheduler
 
 import (
+	"context"
 	"errors"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/amberfn/amber/api"
+	"github.com/amberfn/amber/scheduler/internal/engine"
 )
 
 // The cache in front of latest and pool never serves what a write replaced.
 func TestRegistryCacheFollowsWrites(t *testing.T) {
-	r, err := openRegistry(filepath.Join(t.TempDir(), "r.db"), time.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.close()
+	r := openTestRegistry(t)
 	spec := api.FunctionSpec{Name: "f", Image: "hello.tar", MemoryMB: 128, Timeout: api.Duration(3 * time.Second)}
 	steps := []struct {
 		name  string
@@ -58,6 +56,23 @@ func TestRegistryCacheFollowsWrites(t *testing.T) {
 			}
 		}
 	}
+}
+
+// openTestRegistry opens a registry on its own embedded node.
+func openTestRegistry(t *testing.T) *registry {
+	t.Helper()
+	ctx := context.Background()
+	eng, err := engine.Open(ctx, engine.Config{Dir: filepath.Join(t.TempDir(), "nats")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Close)
+	r, err := openRegistry(ctx, eng, "", time.Now, testLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.close() })
+	return r
 }
 
 func wantLatest(r *registry, version, memory int) error {

@@ -17,7 +17,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/amberfn/amber/api"
 )
@@ -38,13 +38,9 @@ import (
 // {statusCode, headers, cookies, body, isBase64Encoded} shape, or any other
 // JSON as 200 application/json. Request bodies are capped at 6 MB (413).
 //
-// Routes live in bbolt, in the registry's database:
-//
-//	http_routes/<function name>   JSON Route
-//
-// Deleting a function deletes its route (and a route left behind by a
-// crash in between is ignored, and its path free for another function).
-var bucketRoutes = []byte("http_routes")
+// A route lives in its function's head key (registry.go), and its path is
+// held by a claim key, so deleting the function deletes its route in the
+// same step, and two schedulers cannot give one path to two functions.
 
 // RoutePrefix is where route triggers are served.
 const RoutePrefix = "/r"
@@ -121,112 +117,158 @@ func (s *Scheduler) putRoute(name string, spec RouteSpec) (*Route, error) {
 		return nil, err
 	}
 	rt := &Route{Function: name, Path: spec.Path, Methods: spec.Methods, UpdatedAt: s.now().UTC()}
-	data, err := json.Marshal(rt)
-	if err != nil {
+	if err := s.reg.claimRoute(name, rt.Path); err != nil {
 		return nil, err
 	}
-	err = s.reg.db.Update(func(tx *bolt.Tx) error {
-		fns := tx.Bucket(bucketFunctions)
-		if fns.Bucket([]byte(name)) == nil {
-			return notFound(name)
-		}
-		b, err := tx.CreateBucketIfNotExists(bucketRoutes)
-		if err != nil {
-			return err
-		}
-		var stale [][]byte
-		err = b.ForEach(func(k, v []byte) error {
-			if string(k) == name {
-				return nil
-			}
-			if fns.Bucket(k) == nil {
-				stale = append(stale, append([]byte(nil), k...))
-				return nil
-			}
-			var other Route
-			if json.Unmarshal(v, &other) == nil && other.Path == rt.Path {
-				return fmt.Errorf("path %s is the route of function %q: %w", rt.Path, other.Function, api.ErrConflict)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, k := range stale {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-		}
-		return b.Put([]byte(name), data)
+	_, err = s.reg.updateHead(name, func(h *fnHead) error {
+		h.Route = rt
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
+	s.reg.releaseRoutes(name)
 	return rt, nil
 }
 
 // route returns name's route.
 func (s *Scheduler) route(name string) (*Route, error) {
-	var rt *Route
-	err := s.reg.db.View(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketFunctions).Bucket([]byte(name)) == nil {
-			return notFound(name)
-		}
-		b := tx.Bucket(bucketRoutes)
-		var v []byte
-		if b != nil {
-			v = b.Get([]byte(name))
-		}
-		if v == nil {
-			return fmt.Errorf("function %q has no route: %w", name, api.ErrNotFound)
-		}
-		rt = &Route{}
-		return json.Unmarshal(v, rt)
-	})
-	return rt, err
+	h, _ := s.reg.cache.head(name)
+	if h == nil {
+		return nil, notFound(name)
+	}
+	if h.Route == nil {
+		return nil, fmt.Errorf("function %q has no route: %w", name, api.ErrNotFound)
+	}
+	rt := *h.Route
+	return &rt, nil
 }
 
 // deleteRoute removes name's route.
 func (s *Scheduler) deleteRoute(name string) error {
-	return s.reg.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketRoutes)
-		if b == nil || b.Get([]byte(name)) == nil {
+	_, err := s.reg.updateHead(name, func(h *fnHead) error {
+		if h.Route == nil {
 			return fmt.Errorf("function %q has no route: %w", name, api.ErrNotFound)
 		}
-		return b.Delete([]byte(name))
+		h.Route = nil
+		return nil
 	})
-}
-
-// dropRoute forgets a deleted function's route.
-func (s *Scheduler) dropRoute(name string) {
-	if err := s.deleteRoute(name); err != nil && !errors.Is(err, api.ErrNotFound) {
-		s.log.Warn("drop route", "function", name, "err", err.Error())
+	if err != nil {
+		return err
 	}
+	s.reg.releaseRoutes(name)
+	return nil
 }
 
 // routes lists the routes of live functions, by path.
 func (s *Scheduler) routes() ([]Route, error) {
-	out := []Route{}
-	err := s.reg.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketRoutes)
-		if b == nil {
-			return nil
+	c := &s.reg.cache
+	c.mu.RLock()
+	out := c.routes
+	c.mu.RUnlock()
+	if out != nil {
+		return out, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out = []Route{}
+	for _, h := range c.heads {
+		if h.Route != nil {
+			out = append(out, *h.Route)
 		}
-		fns := tx.Bucket(bucketFunctions)
-		return b.ForEach(func(k, v []byte) error {
-			if fns.Bucket(k) == nil {
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	c.routes = out
+	return out, nil
+}
+
+// claimRoute makes name the holder of path: creates its claim, or takes
+// it over from a function no longer alive; a live other holder is a
+// conflict.
+func (r *registry) claimRoute(name, path string) error {
+	ctx, cancel := r.opCtx()
+	defer cancel()
+	for range casAttempts {
+		h, _, err := r.readHead(ctx, name)
+		if err != nil {
+			return err
+		}
+		if h == nil {
+			return notFound(name)
+		}
+		mine, err := json.Marshal(routeClaim{Function: name, Incarnation: h.Incarnation})
+		if err != nil {
+			return err
+		}
+		key := claimKey(path)
+		e, err := r.kv.Get(ctx, key)
+		var rev uint64
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			rev, err = r.kv.Create(ctx, key, mine)
+		case err != nil:
+			return storeErr("read route "+path, err)
+		default:
+			var held routeClaim
+			_ = json.Unmarshal(e.Value(), &held)
+			if held == (routeClaim{Function: name, Incarnation: h.Incarnation}) {
 				return nil
 			}
-			var rt Route
-			if err := json.Unmarshal(v, &rt); err != nil {
-				return fmt.Errorf("decode route of %q: %w", k, err)
+			if held.Function != "" && held.Function != name {
+				other, _, err := r.readHead(ctx, held.Function)
+				if err != nil {
+					return err
+				}
+				if other != nil && other.Incarnation == held.Incarnation {
+					return fmt.Errorf("path %s is the route of function %q: %w", path, held.Function, api.ErrConflict)
+				}
 			}
-			out = append(out, rt)
-			return nil
-		})
-	})
-	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
-	return out, err
+			rev, err = r.kv.Update(ctx, key, mine, e.Revision())
+		}
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue
+		}
+		if err != nil {
+			return storeErr("claim route "+path, err)
+		}
+		r.applyLocal(key, mine, rev)
+		return nil
+	}
+	return fmt.Errorf("claim route %s: still contended after %d attempts: %w", path, casAttempts, api.ErrConflict)
+}
+
+// releaseRoutes frees the paths name's live incarnation holds but no
+// longer routes (best effort: a path left held is freed by the next
+// change of name's route).
+func (r *registry) releaseRoutes(name string) {
+	h, _ := r.cache.head(name)
+	if h == nil {
+		return
+	}
+	type held struct {
+		path string
+		rev  uint64
+	}
+	var stale []held
+	r.cache.mu.RLock()
+	for path, c := range r.cache.claims {
+		if c.Function == name && c.Incarnation == h.Incarnation && (h.Route == nil || h.Route.Path != path) {
+			stale = append(stale, held{path, c.rev})
+		}
+	}
+	r.cache.mu.RUnlock()
+	ctx, cancel := r.opCtx()
+	defer cancel()
+	for _, c := range stale {
+		err := r.kv.Delete(ctx, claimKey(c.path), jetstream.LastRevision(c.rev))
+		if err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			r.log.Warn("free a route's path", "function", name, "path", c.path, "err", err.Error())
+			continue
+		}
+		if err == nil {
+			r.applyLocal(claimKey(c.path), nil, c.rev+1)
+		}
+	}
 }
 
 // matchRoute finds the route serving path: the one with the longest path

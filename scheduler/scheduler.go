@@ -1,10 +1,11 @@
-// Package scheduler is amber's control plane: the function registry (bbolt),
+// Package scheduler is amber's control plane: the function registry (a
+// JetStream key-value bucket every scheduler watches, registry.go),
 // the image store, agent membership, placement and the invoke gateway.
 //
 // The scheduler keeps functions and images on disk under its data folder:
 //
-//	DATA/amber.db                    the registry (every version of every function)
-//	                                 plus the async queue, dead letters and schedules (async.go, cron.go)
+//	DATA/amber.db                    the async queue and dead letters (async.go); the registry
+//	                                 was here before JetStream (imported once, registry_import.go)
 //	DATA/ledger.db                   one record per finished invocation, hourly sums (ledger.go)
 //	DATA/history.db                  per-minute counters and latency histograms, 24 hours (minutes.go)
 //	DATA/images/sha256/<hex>.tar     OCI image archives, named by the sha256 of the tar
@@ -264,15 +265,14 @@ func New(opts ...Option) (*Scheduler, error) {
 		return nil, fmt.Errorf("scheduler: image store: %w", err)
 	}
 	s.images = imgs
-	reg, err := openRegistry(filepath.Join(s.dataDir, "amber.db"), s.now)
+	s.drains = map[string]bool{}
+	rctx, rcancel := context.WithTimeout(context.Background(), s.natsCfg.StartTimeoutOr(30*time.Second))
+	reg, err := openRegistry(rctx, s.eng, s.dataDir, s.now, s.log, s.applyDrain)
+	rcancel()
 	if err != nil {
 		return nil, fmt.Errorf("scheduler: registry: %w", err)
 	}
 	s.reg = reg
-	if s.drains, err = reg.drains(); err != nil {
-		reg.close()
-		return nil, fmt.Errorf("scheduler: registry: %w", err)
-	}
 	ml, err := openMinuteLog(filepath.Join(s.dataDir, "history.db"), withMinuteClock(s.now), withMinuteLogger(s.log))
 	if err != nil {
 		reg.close()

@@ -22,14 +22,23 @@ import (
 	"strings"
 	"time"
 
+	"github.com/amberfn/amber/api"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // ErrUnavailable is returned when JetStream cannot take a write or answer
-// a read: no quorum, no meta leader, or no server reachable.
-var ErrUnavailable = errors.New("control plane store unavailable")
+// a read: no quorum, no meta leader, or no server reachable. It is also
+// api.ErrUnavailable, so api.WriteError answers 503 with the cause.
+var ErrUnavailable error = unavailableError{}
+
+type unavailableError struct{}
+
+func (unavailableError) Error() string { return "control plane store unavailable" }
+
+// Is makes errors.Is(err, api.ErrUnavailable) hold for the store's outages.
+func (unavailableError) Is(target error) bool { return target == api.ErrUnavailable }
 
 // DefaultClusterName names the cluster embedded nodes form.
 const DefaultClusterName = "amber"

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/amberfn/amber/api"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -193,6 +194,9 @@ func TestClusterSurvivesOneNode(t *testing.T) {
 }
 
 func TestWrap(t *testing.T) {
+	if !errors.Is(Wrap(context.DeadlineExceeded), api.ErrUnavailable) {
+		t.Error("an outage is not api.ErrUnavailable: front ends would not answer 503")
+	}
 	if !errors.Is(Wrap(context.DeadlineExceeded), ErrUnavailable) {
 		t.Fatal("deadline not unavailable")
 	}
