@@ -1,7 +1,11 @@
 package scheduler
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -19,8 +23,10 @@ import (
 //
 // A loop (every second, on the scheduler's clock) fires each due schedule
 // as an async event whose payload is an EventBridge "Scheduled Event"; the
-// event is queued and the schedule's next time stored in one transaction,
-// so a fire is neither lost nor doubled by a crash. Times are UTC. When the
+// event is published to the async queue with a message id naming the tick,
+// then the schedule's next time is stored, so a fire is neither lost by a
+// crash nor doubled by a crash or by several schedulers (see fireDue).
+// Times are UTC. When the
 // scheduler was down over several fire times, the schedule fires once on
 // start (for the latest missed time) and then carries on.
 var bucketSchedules = []byte("schedules")
@@ -311,63 +317,118 @@ func (s *Scheduler) schedules() ([]api.Schedule, error) {
 	return out, err
 }
 
-// fireDue queues an event for every schedule due at the scheduler's clock
-// and returns how many fired.
+// fireDue publishes an event for every schedule due at the scheduler's
+// clock, then advances the schedule, and returns how many events it added
+// (a tick another scheduler published already is not counted).
+//
+// The event's message id is the function, the schedule's identity and the
+// tick time (cronMsgID), and its event id derives from it, so schedulers
+// that fire the same tick (several schedulers, or the next pass after a
+// lost update) add one event: the queue's duplicate window (10 minutes)
+// drops the rest. The schedule is advanced only after JetStream took the
+// event; when advancing fails or another scheduler moved it first, the
+// next pass republishes the same tick and it is dropped as a duplicate.
 func (s *Scheduler) fireDue() (int, error) {
 	now := s.now().UTC()
-	fired := 0
-	err := s.reg.db.Update(func(tx *bolt.Tx) error {
-		sb := tx.Bucket(bucketSchedules)
-		var due []api.Schedule
-		err := sb.ForEach(func(_, v []byte) error {
-			var sc api.Schedule
-			if err := json.Unmarshal(v, &sc); err != nil {
-				s.log.Error("undecodable schedule; skipped", "err", err.Error())
-				return nil
-			}
-			if !sc.NextAt.After(now) {
-				due = append(due, sc)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, sc := range due {
-			c, err := parseSchedule(sc.Expression)
-			if err != nil {
-				s.log.Error("bad stored schedule; skipped", "function", sc.Function, "err", err.Error())
-				continue
-			}
-			fb := tx.Bucket(bucketFunctions).Bucket([]byte(sc.Function))
-			if fb == nil {
-				continue
-			}
-			fn, err := readLatest(fb, sc.Function)
-			if err != nil {
-				continue
-			}
-			ev := s.newEvent(fn, nil, sourceSchedule)
-			ev.Payload = scheduledEvent(ev.ID, sc.Function, sc.NextAt)
-			if err := putEvent(tx, ev); err != nil {
-				return err
-			}
-			sc.LastFiredAt = sc.NextAt
-			sc.Fired++
-			sc.NextAt = c.next(now, sc.CreatedAt)
-			data, _ := json.Marshal(sc)
-			if err := sb.Put([]byte(sc.Function), data); err != nil {
-				return err
-			}
-			fired++
-			s.log.Info("schedule fired", "function", sc.Function, "expression", sc.Expression, "event_id", ev.ID, "next_at", sc.NextAt)
-		}
-		return nil
-	})
-	if fired > 0 {
-		s.wakeAsync()
+	scs, err := s.schedules()
+	if err != nil {
+		return 0, err
 	}
-	return fired, err
+	fired := 0
+	var errs []error
+	for _, sc := range scs {
+		if sc.NextAt.IsZero() || sc.NextAt.After(now) {
+			continue
+		}
+		c, err := parseSchedule(sc.Expression)
+		if err != nil {
+			s.log.Error("bad stored schedule; skipped", "function", sc.Function, "err", err.Error())
+			continue
+		}
+		fn, err := s.reg.latest(sc.Function)
+		if err != nil {
+			continue // deleted with its function
+		}
+		tick := sc.NextAt
+		msgID := cronMsgID(sc, tick)
+		ev := s.newEvent(fn, nil, sourceSchedule)
+		ev.ID = eventIDFor(msgID)
+		ev.Payload = scheduledEvent(ev.ID, sc.Function, tick)
+		ctx, cancel := context.WithTimeout(context.Background(), asyncOpTimeout)
+		dup, err := s.publishEvent(ctx, ev, msgID)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("schedule of %s, tick %s: %w", sc.Function, tick.Format(time.RFC3339), err))
+			continue // not advanced: the next pass tries the same tick
+		}
+		next := sc
+		next.LastFiredAt = tick
+		next.Fired++
+		next.NextAt = c.next(now, sc.CreatedAt)
+		advanced, err := s.advanceScheduleBolt(sc, next)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("advance the schedule of %s past %s: %w", sc.Function, tick.Format(time.RFC3339), err))
+		case !advanced:
+			s.log.Debug("schedule moved by another pass", "function", sc.Function, "tick", tick)
+		}
+		if dup {
+			s.log.Debug("schedule tick fired already", "function", sc.Function, "tick", tick, "event_id", ev.ID)
+			continue
+		}
+		fired++
+		s.log.Info("schedule fired", "function", sc.Function, "expression", sc.Expression, "tick", tick, "event_id", ev.ID, "next_at", next.NextAt)
+	}
+	return fired, errors.Join(errs...)
+}
+
+// cronMsgID names one tick of one schedule: the function, the schedule's
+// identity (when it was set, and a hash of its expression: setting it
+// again starts a new identity) and the tick time.
+func cronMsgID(sc api.Schedule, tick time.Time) string {
+	h := sha256.Sum256([]byte(sc.Expression))
+	return fmt.Sprintf("cron/%s/%d-%s/%d", sc.Function, sc.CreatedAt.Unix(), hex.EncodeToString(h[:6]), tick.Unix())
+}
+
+// eventIDFor derives a UUID-shaped event id from a message id, so every
+// scheduler firing a tick names its event the same.
+func eventIDFor(msgID string) string {
+	b := sha256.Sum256([]byte(msgID))
+	b[6] = b[6]&0x0f | 0x50
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:16])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
+
+// advanceScheduleBolt stores to as the schedule of from.Function if the
+// stored one is still from (same expression, creation and next fire
+// time); false when it was moved, changed or removed meanwhile.
+//
+// TODO(merge): the schedule store's compare-and-set advanceSchedule
+// replaces this.
+func (s *Scheduler) advanceScheduleBolt(from, to api.Schedule) (bool, error) {
+	data, err := json.Marshal(to)
+	if err != nil {
+		return false, err
+	}
+	advanced := false
+	err = s.reg.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketSchedules)
+		v := b.Get([]byte(from.Function))
+		if v == nil {
+			return nil
+		}
+		var cur api.Schedule
+		if err := json.Unmarshal(v, &cur); err != nil {
+			return fmt.Errorf("stored schedule of %s: %w", from.Function, err)
+		}
+		if cur.Expression != from.Expression || !cur.CreatedAt.Equal(from.CreatedAt) || !cur.NextAt.Equal(from.NextAt) {
+			return nil
+		}
+		advanced = true
+		return b.Put([]byte(from.Function), data)
+	})
+	return advanced, err
 }
 
 func (s *Scheduler) cronRun() {

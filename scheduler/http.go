@@ -371,6 +371,7 @@ func (s *Scheduler) handleDeleteFunction(w http.ResponseWriter, r *http.Request)
 	}
 	s.dropStats(name)
 	s.dropAsync(name)
+	s.purgeAsync(name)
 	s.dropRoute(name)
 	s.arrivals.drop(name)
 	s.latency.drop(name)
