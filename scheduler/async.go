@@ -938,7 +938,25 @@ func (s *Scheduler) importAsyncBolt(ctx context.Context, db *bolt.DB) error {
 	if err != nil {
 		return err
 	}
+	// Publish asynchronously, a window at a time, then check every
+	// acknowledgement.
 	var acks []jetstream.PubAckFuture
+	settle := func() error {
+		select {
+		case <-q.js.PublishAsyncComplete():
+		case <-ctx.Done():
+			return unavailable(fmt.Errorf("waiting for JetStream to acknowledge %d imported messages: %w", len(acks), ctx.Err()))
+		}
+		for _, f := range acks {
+			select {
+			case err := <-f.Err():
+				return unavailable(fmt.Errorf("import message %s: %w", f.Msg().Header.Get(jetstream.MsgIDHeader), err))
+			default:
+			}
+		}
+		acks = acks[:0]
+		return nil
+	}
 	publish := func(subject string, v any, id, stream string) error {
 		data, err := json.Marshal(v)
 		if err != nil {
@@ -948,7 +966,9 @@ func (s *Scheduler) importAsyncBolt(ctx context.Context, db *bolt.DB) error {
 		if err != nil {
 			return unavailable(err)
 		}
-		acks = append(acks, f)
+		if acks = append(acks, f); len(acks) == 1000 {
+			return settle()
+		}
 		return nil
 	}
 	for _, dl := range dead {
@@ -961,17 +981,8 @@ func (s *Scheduler) importAsyncBolt(ctx context.Context, db *bolt.DB) error {
 			return err
 		}
 	}
-	select {
-	case <-q.js.PublishAsyncComplete():
-	case <-ctx.Done():
-		return unavailable(fmt.Errorf("waiting for JetStream to acknowledge %d imported messages: %w", len(acks), ctx.Err()))
-	}
-	for _, f := range acks {
-		select {
-		case err := <-f.Err():
-			return unavailable(fmt.Errorf("import message %s: %w", f.Msg().Header.Get(jetstream.MsgIDHeader), err))
-		default:
-		}
+	if err := settle(); err != nil {
+		return err
 	}
 	host, _ := os.Hostname()
 	mark, _ := json.Marshal(map[string]any{
