@@ -4,7 +4,8 @@
 // The scheduler keeps functions and images on disk under its data folder:
 //
 //	DATA/amber.db                    the registry (every version of every function)
-//	                                 plus the async queue, dead letters and schedules (async.go, cron.go)
+//	                                 plus schedules (cron.go)
+//	JetStream AMBER_ASYNC, AMBER_DEAD  async events (delivered at least once) and dead letters (async.go)
 //	DATA/ledger.db                   one record per finished invocation, hourly sums (ledger.go)
 //	DATA/history.db                  per-minute counters and latency histograms, 24 hours (minutes.go)
 //	DATA/images/sha256/<hex>.tar     OCI image archives, named by the sha256 of the tar
