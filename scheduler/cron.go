@@ -1,6 +1,9 @@
 package scheduler
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,8 +13,6 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/amberfn/amber/api"
 )
 
@@ -19,12 +20,13 @@ import (
 // fire state (NextAt, LastFiredAt, Fired).
 //
 // A loop (every second, on the scheduler's clock) fires each due schedule
-// as an async event whose payload is an EventBridge "Scheduled Event". The
-// scheduler that advances the fire state (a compare-and-set,
-// registry.advanceSchedule) queues the event, so several schedulers fire
-// a tick once. Times are UTC. When the schedulers were down over several
-// fire times, the schedule fires once on start (for the latest missed
-// time) and then carries on.
+// as an async event whose payload is an EventBridge "Scheduled Event"; the
+// event is published to the async queue with a message id naming the tick,
+// then the schedule's next time is stored, so a fire is neither lost by a
+// crash nor doubled by a crash or by several schedulers (see fireDue).
+// Times are UTC. When the
+// scheduler was down over several fire times, the schedule fires once on
+// start (for the latest missed time) and then carries on.
 
 // cronLoop is the schedule loop's stop handshake.
 type cronLoop struct{ stop, done chan struct{} }
@@ -309,18 +311,27 @@ func (s *Scheduler) schedules() ([]api.Schedule, error) {
 	return out, nil
 }
 
-// fireDue queues an event for every schedule due at the scheduler's clock
-// and returns how many fired.
+// fireDue publishes an event for every schedule due at the scheduler's
+// clock, then advances the schedule, and returns how many events it added
+// (a tick another scheduler published already is not counted).
+//
+// The event's message id is the function, the schedule's identity and the
+// tick time (cronMsgID), and its event id derives from it, so schedulers
+// that fire the same tick (several schedulers, or the next pass after a
+// lost update) add one event: the queue's duplicate window (10 minutes)
+// drops the rest. The schedule is advanced only after JetStream took the
+// event; when advancing fails or another scheduler moved it first, the
+// next pass republishes the same tick and it is dropped as a duplicate.
 func (s *Scheduler) fireDue() (int, error) {
 	now := s.now().UTC()
-	fired := 0
-	all, err := s.schedules()
+	scs, err := s.schedules()
 	if err != nil {
 		return 0, err
 	}
+	fired := 0
 	var errs []error
-	for _, sc := range all {
-		if sc.NextAt.After(now) {
+	for _, sc := range scs {
+		if sc.NextAt.IsZero() || sc.NextAt.After(now) {
 			continue
 		}
 		c, err := parseSchedule(sc.Expression)
@@ -330,34 +341,59 @@ func (s *Scheduler) fireDue() (int, error) {
 		}
 		fn, err := s.reg.latest(sc.Function)
 		if err != nil {
-			continue
+			continue // deleted with its function
+		}
+		tick := sc.NextAt
+		msgID := cronMsgID(sc, tick)
+		ev := s.newEvent(fn, nil, sourceSchedule)
+		ev.ID = eventIDFor(msgID)
+		ev.Payload = scheduledEvent(ev.ID, sc.Function, tick)
+		ctx, cancel := context.WithTimeout(context.Background(), asyncOpTimeout)
+		dup, err := s.publishEvent(ctx, ev, msgID)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("schedule of %s, tick %s: %w", sc.Function, tick.Format(time.RFC3339), err))
+			continue // not advanced: the next pass tries the same tick
 		}
 		next := sc
-		next.LastFiredAt = sc.NextAt
+		next.LastFiredAt = tick
 		next.Fired++
 		next.NextAt = c.next(now, sc.CreatedAt)
-		won, err := s.reg.advanceSchedule(sc.Function, sc, next)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("advance schedule of %q: %w", sc.Function, err))
-			continue
+		advanced, err := s.reg.advanceSchedule(sc.Function, sc, next)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("advance the schedule of %s past %s: %w", sc.Function, tick.Format(time.RFC3339), err))
+		case !advanced:
+			s.log.Debug("schedule moved by another pass", "function", sc.Function, "tick", tick)
 		}
-		if !won {
-			continue // another scheduler fired this tick
-		}
-		ev := s.newEvent(fn, nil, sourceSchedule)
-		ev.Payload = scheduledEvent(ev.ID, sc.Function, sc.NextAt)
-		if err := s.reg.db.Update(func(tx *bolt.Tx) error { return putEvent(tx, ev) }); err != nil {
-			errs = append(errs, fmt.Errorf("queue the fire of %q: %w", sc.Function, err))
+		if dup {
+			s.log.Debug("schedule tick fired already", "function", sc.Function, "tick", tick, "event_id", ev.ID)
 			continue
 		}
 		fired++
-		s.log.Info("schedule fired", "function", sc.Function, "expression", sc.Expression, "event_id", ev.ID, "next_at", next.NextAt)
-	}
-	if fired > 0 {
-		s.wakeAsync()
+		s.log.Info("schedule fired", "function", sc.Function, "expression", sc.Expression, "tick", tick, "event_id", ev.ID, "next_at", next.NextAt)
 	}
 	return fired, errors.Join(errs...)
 }
+
+// cronMsgID names one tick of one schedule: the function, the schedule's
+// identity (when it was set, and a hash of its expression: setting it
+// again starts a new identity) and the tick time.
+func cronMsgID(sc api.Schedule, tick time.Time) string {
+	h := sha256.Sum256([]byte(sc.Expression))
+	return fmt.Sprintf("cron/%s/%d-%s/%d", sc.Function, sc.CreatedAt.Unix(), hex.EncodeToString(h[:6]), tick.Unix())
+}
+
+// eventIDFor derives a UUID-shaped event id from a message id, so every
+// scheduler firing a tick names its event the same.
+func eventIDFor(msgID string) string {
+	b := sha256.Sum256([]byte(msgID))
+	b[6] = b[6]&0x0f | 0x50
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:16])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
+
 
 func (s *Scheduler) cronRun() {
 	defer close(s.cron.done)

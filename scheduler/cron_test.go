@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -242,4 +244,114 @@ func waitRequests(t *testing.T, fa *fakeAgent, n int) []agentRequest {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestCronThreeSchedulersFireOnce: three schedulers on one JetStream, each
+// with the same schedule, firing every tick at once, queue one event per
+// tick.
+func TestCronThreeSchedulersFireOnce(t *testing.T) {
+	addr := freeAddr(t)
+	clock := newFakeClock()
+	ag := newFakeAgent(t, "a1")
+	var ss []*testScheduler
+	for i := range 3 {
+		nc := NATSConfig{Listen: addr}
+		if i > 0 {
+			nc = NATSConfig{URL: "nats://" + addr, Replicas: 1}
+		}
+		ts := newTestScheduler(t, WithNATS(nc), WithClock(clock.Now), WithHeartbeatTimeouts(24*time.Hour, 48*time.Hour))
+		ts.clock = clock
+		ts.heartbeat(t, api.Heartbeat{Name: "a1", URL: ag.srv.URL, CapacityMB: 4096})
+		// The registry is shared: each sets the same schedule at the same
+		// time, which keeps one schedule identity.
+		ts.deployShared(t, "tick", 128)
+		decode[api.Schedule](t, ts.doJSON(t, "PUT", "/v1/functions/tick/schedule", map[string]string{"expression": "* * * * *"}), http.StatusOK)
+		ss = append(ss, ts)
+	}
+	const ticks = 5
+	for range ticks {
+		clock.Advance(time.Minute)
+		var wg sync.WaitGroup
+		var fired atomic.Int32
+		for _, ts := range ss {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n, err := ts.fireDue()
+				if err != nil {
+					t.Errorf("fireDue: %v", err)
+				}
+				fired.Add(int32(n))
+			}()
+		}
+		wg.Wait()
+		// The schedulers' own loops may have fired the tick first.
+		if n := fired.Load(); n > 1 {
+			t.Fatalf("a tick fired %d times", n)
+		}
+	}
+	waitRequests(t, ag, ticks)
+	waitFor(t, "queue empty", func() bool { p, _ := ss[0].pendingEvents(); return p["tick"] == 0 })
+	got := ag.got()
+	times := map[string]bool{}
+	ids := map[string]bool{}
+	for _, r := range got {
+		var ev map[string]any
+		if err := json.Unmarshal(r.Payload, &ev); err != nil {
+			t.Fatalf("payload %s: %v", r.Payload, err)
+		}
+		times[ev["time"].(string)] = true
+		ids[ev["id"].(string)] = true
+	}
+	if len(got) != ticks || len(times) != ticks || len(ids) != ticks {
+		t.Fatalf("%d deliveries of %d ticks (%d event ids); want %d of each: %v", len(got), len(times), len(ids), ticks, times)
+	}
+	for i := range ticks {
+		if at := time.Date(2025, 1, 2, 3, 5+i, 0, 0, time.UTC).Format(time.RFC3339); !times[at] {
+			t.Fatalf("tick %s not delivered; got %v", at, times)
+		}
+	}
+}
+
+// TestCronRepublishIsDeduplicated: a pass that published a tick but could
+// not advance the schedule publishes it again on the next pass; the queue
+// drops it, also when the first event was delivered already.
+func TestCronRepublishIsDeduplicated(t *testing.T) {
+	ts := newTestScheduler(t, WithHeartbeatTimeouts(24*time.Hour, 48*time.Hour))
+	ag := newFakeAgent(t, "a1")
+	ts.heartbeat(t, api.Heartbeat{Name: "a1", URL: ag.srv.URL, CapacityMB: 4096})
+	ts.deploy(t, "tick", 128)
+	sc := decode[api.Schedule](t, ts.doJSON(t, "PUT", "/v1/functions/tick/schedule", map[string]string{"expression": "*/5 * * * *"}), http.StatusOK)
+	ts.clock.Advance(time.Minute)
+	// (The scheduler's own loop may fire it first.)
+	if _, err := ts.fireDue(); err != nil {
+		t.Fatal(err)
+	}
+	waitRequests(t, ag, 1)
+	waitFor(t, "queue empty", func() bool { p, _ := ts.pendingEvents(); return p["tick"] == 0 })
+	// Put the schedule back as it was before the fire (a lost advance).
+	if ok, err := ts.reg.advanceSchedule("tick", mustSchedule(t, ts), sc); !ok || err != nil {
+		t.Fatalf("rewind: %v, %v", ok, err)
+	}
+	if n, err := ts.fireDue(); n != 0 || err != nil {
+		t.Fatalf("second pass fired %d, %v; want 0 (a duplicate)", n, err)
+	}
+	if p, _ := ts.pendingEvents(); p["tick"] != 0 {
+		t.Fatalf("pending %v; want none", p)
+	}
+	if got := mustSchedule(t, ts); got.NextAt.Equal(sc.NextAt) {
+		t.Fatalf("schedule not advanced by the second pass: %+v", got)
+	}
+	// A lost race: advancing from a stale schedule does nothing.
+	if ok, err := ts.reg.advanceSchedule("tick", sc, sc); ok || err != nil {
+		t.Fatalf("stale advance = %v, %v; want false", ok, err)
+	}
+	if n := len(ag.got()); n != 1 {
+		t.Fatalf("%d deliveries, want 1", n)
+	}
+}
+
+func mustSchedule(t *testing.T, ts *testScheduler) api.Schedule {
+	t.Helper()
+	return decode[api.Schedule](t, ts.do(t, "GET", "/v1/functions/tick/schedule", nil), http.StatusOK)
 }

@@ -198,6 +198,19 @@ func (ts *testScheduler) deploy(t *testing.T, name string, memoryMB int) api.Fun
 	return decode[api.Function](t, ts.doJSON(t, "PUT", "/v1/functions/"+name, spec), http.StatusCreated)
 }
 
+// deployShared deploys name on ts, which shares its registry with other
+// schedulers that may have deployed the same spec already (200 then).
+func (ts *testScheduler) deployShared(t *testing.T, name string, memoryMB int) api.Function {
+	t.Helper()
+	digest := ts.uploadImage(t, name)
+	spec := api.FunctionSpec{Name: name, Image: digest, MemoryMB: memoryMB, Timeout: api.Duration(3 * time.Second)}
+	resp := ts.doJSON(t, "PUT", "/v1/functions/"+name, spec)
+	if resp.StatusCode == http.StatusOK {
+		resp.StatusCode = http.StatusCreated
+	}
+	return decode[api.Function](t, resp, http.StatusCreated)
+}
+
 func (ts *testScheduler) heartbeat(t *testing.T, hb api.Heartbeat) {
 	t.Helper()
 	resp := ts.doJSON(t, "POST", "/v1/agents/heartbeat", hb)

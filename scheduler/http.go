@@ -371,6 +371,7 @@ func (s *Scheduler) handleDeleteFunction(w http.ResponseWriter, r *http.Request)
 	}
 	// One step: the route, schedule, pool and async settings went with it.
 	s.dropStats(name)
+	s.purgeAsync(name)
 	s.arrivals.drop(name)
 	s.latency.drop(name)
 	s.event(api.EventDeleted, name, "", "function %s deleted", name)

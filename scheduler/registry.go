@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/amberfn/amber/api"
 	"github.com/amberfn/amber/scheduler/internal/engine"
@@ -124,11 +123,6 @@ type registry struct {
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
 	sweeps    sync.WaitGroup
-
-	// db is DATA/amber.db, still open for the async queue and dead letters
-	// (async.go) until they move to JetStream; nothing of the registry is
-	// in it any more but what the one-time import reads.
-	db *bolt.DB
 }
 
 // registryCache is every scheduler's in-memory copy of the bucket.
@@ -261,14 +255,6 @@ func openRegistry(ctx context.Context, eng *engine.Engine, dataDir string, now f
 	if err := r.watch(ctx); err != nil {
 		return nil, err
 	}
-	if dataDir != "" {
-		db, err := bolt.Open(boltFile(dataDir), 0o600, &bolt.Options{Timeout: 2 * time.Second})
-		if err != nil {
-			r.close()
-			return nil, fmt.Errorf("open %s: %w", boltFile(dataDir), err)
-		}
-		r.db = db
-	}
 	return r, nil
 }
 
@@ -382,9 +368,6 @@ func (r *registry) close() error {
 		<-r.watchDone
 	}
 	r.sweeps.Wait()
-	if r.db != nil {
-		return r.db.Close()
-	}
 	return nil
 }
 

@@ -141,7 +141,7 @@ func (r *registry) importBolt(ctx context.Context, dataDir string) error {
 			}
 			m.Drains++
 		}
-		r.log.Info("imported from bbolt", "file", path, "functions", m.Functions, "versions", m.Versions,
+		r.log.Info("imported from bbolt", "part", "registry", "file", path, "functions", m.Functions, "versions", m.Versions,
 			"pools", m.Pools, "routes", m.Routes, "schedules", m.Schedules, "async_settings", m.Async,
 			"drains", m.Drains, "skipped", len(m.Skipped))
 	} else if !errors.Is(err, os.ErrNotExist) {

@@ -26,6 +26,12 @@ func (c *msgCounter) Handle(_ context.Context, r slog.Record) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.n[r.Message]++
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "part" {
+			c.n[r.Message+"/"+a.Value.String()]++
+		}
+		return true
+	})
 	return nil
 }
 func (c *msgCounter) WithAttrs([]slog.Attr) slog.Handler { return c }
@@ -119,7 +125,7 @@ func TestImportFromBolt(t *testing.T) {
 		return s
 	}
 	s := open()
-	if n := logs.count("imported from bbolt"); n != 1 {
+	if n := logs.count("imported from bbolt/registry"); n != 1 {
 		t.Fatalf("import logged %d times; want once", n)
 	}
 	fns, _ := s.reg.list()
@@ -175,7 +181,7 @@ func TestImportFromBolt(t *testing.T) {
 
 	s = open()
 	defer s.Close()
-	if n := logs.count("imported from bbolt"); n != 1 {
+	if n := logs.count("imported from bbolt/registry"); n != 1 {
 		t.Errorf("imported again on restart (logged %d times)", n)
 	}
 	if _, err := s.reg.latest("other"); !errors.Is(err, api.ErrNotFound) {

@@ -4,8 +4,9 @@
 //
 // The scheduler keeps functions and images on disk under its data folder:
 //
-//	DATA/amber.db                    the async queue and dead letters (async.go); the registry
-//	                                 was here before JetStream (imported once, registry_import.go)
+//	DATA/amber.db                    before JetStream: the registry, the async queue and dead
+//	                                 letters; read once to import them (registry_import.go, async.go)
+//	JetStream AMBER_ASYNC, AMBER_DEAD  async events (delivered at least once) and dead letters (async.go)
 //	DATA/ledger.db                   one record per finished invocation, hourly sums (ledger.go)
 //	DATA/history.db                  per-minute counters and latency histograms, 24 hours (minutes.go)
 //	DATA/images/sha256/<hex>.tar     OCI image archives, named by the sha256 of the tar

@@ -154,13 +154,14 @@ func TestClusterSurvivesOneNode(t *testing.T) {
 	}
 	es[2].Close()
 	es[2] = nil
-	kv1, err := es[1].JS.KeyValue(ctx, "reg")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(20 * time.Second)
+	// With a node gone, the stream may elect a new leader first: a lookup
+	// or a write can time out meanwhile.
+	deadline := time.Now().Add(30 * time.Second)
 	for {
-		_, err = kv1.Put(ctx, "b", []byte("2"))
+		var kv1 jetstream.KeyValue
+		if kv1, err = es[1].JS.KeyValue(ctx, "reg"); err == nil {
+			_, err = kv1.Put(ctx, "b", []byte("2"))
+		}
 		if err == nil || time.Now().After(deadline) {
 			break
 		}
