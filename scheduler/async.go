@@ -125,7 +125,7 @@ func (s *Scheduler) startBackground() error {
 	if err != nil {
 		return fmt.Errorf("async buckets: %w", err)
 	}
-	l, err := openLedger(s.dataDir, s.log)
+	l, err := s.openLedger()
 	if err != nil {
 		return err
 	}
