@@ -667,6 +667,7 @@ func (l *ledger) sumLoop() {
 		case m := <-l.msgs:
 			batch = append(batch, m)
 		case <-l.sumStop:
+			l.sumLast()
 			return
 		}
 		// Gather for a moment: one compare-and-set per hour and function
@@ -699,6 +700,29 @@ func (l *ledger) sumLoop() {
 			case <-l.sumStop:
 				return // unacknowledged: redelivered to another scheduler, or after a restart
 			}
+		}
+	}
+}
+
+// sumLast sums what was delivered before the consumer stopped, once; what
+// it cannot sum now is handed back (nak) for another scheduler.
+func (l *ledger) sumLast() {
+	var batch []jetstream.Msg
+	for {
+		select {
+		case m := <-l.msgs:
+			batch = append(batch, m)
+			continue
+		default:
+		}
+		break
+	}
+	if len(batch) == 0 {
+		return
+	}
+	if err := l.sumBatch(batch); err != nil {
+		for _, m := range batch {
+			m.Nak()
 		}
 	}
 }
@@ -931,7 +955,18 @@ func (s *Scheduler) ledgerClose() {
 
 func (l *ledger) stopSumming() {
 	l.stopOnce.Do(func() {
-		l.cc.Stop()
+		select {
+		case <-l.sumDone: // crashed (tests)
+		default:
+			// Hand what the client holds to the summer, then sum it, so
+			// no record waits out the AckWait for another scheduler.
+			l.cc.Drain()
+			select {
+			case <-l.cc.Closed():
+			case <-time.After(5 * time.Second):
+				l.cc.Stop()
+			}
+		}
 		close(l.sumStop)
 		<-l.sumDone
 	})
