@@ -30,7 +30,7 @@ import (
 // cluster:
 //
 //	stream AMBER_LEDGER (file storage, MaxAge = the retention)
-//	  amber.ledger.<function>             JSON api.LedgerRecord, one per finished invocation
+//	  amber.ledger.<function>             JSON [api.LedgerRecord], finished invocations (a group commit)
 //	  amber.warmth.<function>             JSON ledgerWarmth: provisioned warmth one scheduler gathered
 //	bucket AMBER_USAGE
 //	  <YYYY>.<MM>.<DD>.<HH>.<function>    JSON usageEntry: that hour's sums (api.Usage, no costs)
@@ -39,18 +39,22 @@ import (
 // Records. Every finished invocation (sync, event, schedule) is published
 // to the stream and its acknowledgement awaited before the caller gets the
 // answer: JetStream acknowledges what its node has fsynced (SyncAlways), or
-// in a cluster what a quorum of replicas holds. Publishes are asynchronous
-// on one connection, so concurrent invocations' records are in flight
-// together and each waits only for its own ack (what the write-ahead log's
-// group commit gave before). Each record carries a random Nats-Msg-Id, so a
-// record sent again after a lost ack is stored once (within the stream's
-// two-minute duplicate window).
+// in a cluster what a quorum of replicas holds. JetStream stores a stream's
+// messages one after the other and syncs each, so one message per record
+// caps the ledger at about 1,000 records/s here; instead concurrent
+// records are committed as a group, as the write-ahead log did: while one
+// batch awaits its ack, the records that arrive gather, and the next batch
+// is one message per function (a JSON array of records, at most
+// ledgerMaxBatch), published asynchronously together. Each writer waits
+// for the ack of its batch. Each message carries a random Nats-Msg-Id, so
+// a message sent again after a lost ack is stored once (within the
+// stream's two-minute duplicate window).
 //
 // No quorum. When JetStream cannot take a record (no quorum, no server, no
 // ack within ledgerAckTimeout), the invocation's answer is unaffected: the
-// caller gets it once that wait is over, and the record is kept in memory
-// and published again every second, with the same message id, until
-// JetStream stores it. The log says so (a warning with the number of
+// caller gets it once that wait is over, and the record's message is kept
+// in memory and published again every second, with the same message id,
+// until JetStream stores it. The log says so (a warning with the number of
 // records pending when one is kept, an info line when they are stored) and
 // ledger.pendingRecords is the figure for /metrics. At most
 // ledgerMaxPending records wait in memory; records still pending when the
@@ -69,7 +73,12 @@ import (
 // record at or below it was acknowledged, hence summed — and Applied, the
 // sequences above Floor summed into it. A record at or below Floor or in
 // Applied is skipped (and acknowledged). Seq is the highest sequence
-// summed. A record of a failed platform call (no start kind) is listed,
+// summed. Applied stays short (the floor follows the acks), except while a
+// dead scheduler's unacknowledged records hold the floor back: then it
+// grows by the messages summed in the AckWait (ledgerAckWait) until they
+// are redelivered. A summer gathers messages for up to ledgerSumGather so
+// one compare-and-set sums many; a clean stop drains what its consumer
+// holds and sums it. A record of a failed platform call (no start kind) is listed,
 // not billed, as before. Reads (bill) first wait until the consumer's ack
 // floor has reached the stream's last sequence as it was when the read
 // began, so a bill includes every record acknowledged before it.
