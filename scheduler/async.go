@@ -200,7 +200,7 @@ func (s *Scheduler) startBackground() error {
 	if err := s.importAsyncFile(ctx, boltFile(s.dataDir)); err != nil {
 		return fmt.Errorf("import the async queue from %s: %w", boltFile(s.dataDir), err)
 	}
-	l, err := openLedger(s.dataDir, s.log)
+	l, err := s.openLedger()
 	if err != nil {
 		return err
 	}
