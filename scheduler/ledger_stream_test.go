@@ -8,7 +8,6 @@ import (
 	"errors"
 	"hash/crc32"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -49,15 +48,6 @@ func ledgerTotals(t *testing.T, s *Scheduler) (map[string]api.Usage, api.Usage) 
 	return per, b.Totals
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // ledgerScheduler starts a scheduler on dir, closed when the test ends.
 func ledgerScheduler(t *testing.T, dir string, opts ...Option) *Scheduler {
