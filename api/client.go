@@ -786,3 +786,14 @@ func (c *Client) History(ctx context.Context, since time.Time, function string) 
 	}
 	return &out, nil
 }
+
+// ControlPlane returns the scheduler's view of the engine under the
+// control plane (NATS JetStream): meta leader, peers, streams. GET
+// /v1/cluster
+func (c *Client) ControlPlane(ctx context.Context) (*ControlPlane, error) {
+	var out ControlPlane
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/cluster", nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
