@@ -37,7 +37,8 @@ usage:
   amber agent drain NAME | undrain NAME               stop / resume new placements on an agent
 
 Client commands find the scheduler through AMBER_SCHEDULER (default
-http://127.0.0.1:7700) and authenticate with AMBER_TOKEN.
+http://127.0.0.1:7700; several schedulers comma-separated, the next one
+tried when one cannot be reached) and authenticate with AMBER_TOKEN.
 `
 
 // exitError carries a specific exit status out of a command.

@@ -76,8 +76,13 @@ func cmdScheduler(ctx context.Context, args []string, stderr io.Writer) error {
 	unpackedMB := fs.Int64("image-unpacked-mb", ociarchive.DefaultMaxUnpackedBytes>>20, "refuse an uploaded image whose layers unpack to more than this, MB")
 	tlsf := addTLSFlags(fs, "agents")
 	srvf := addServerFlags(fs)
+	natsf := addNATSFlags(fs)
 	config := fs.String("config", "", "configuration file (default $AMBER_CONFIG, else /etc/amber/amber.json if present)")
 	hc, err := parseServerFlags(fs, args, "scheduler", config, tlsf)
+	if err != nil {
+		return err
+	}
+	natsCfg, err := natsf.config()
 	if err != nil {
 		return err
 	}
@@ -98,7 +103,7 @@ func cmdScheduler(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Info("API token in the data folder", "file", filepath.Join(*data, scheduler.TokenFile))
 	}
 	s, err := scheduler.New(scheduler.WithDataDir(*data), scheduler.WithToken(*token), scheduler.WithJoinToken(*join), scheduler.WithHTTPClient(hc), scheduler.WithLogger(log),
-		scheduler.WithMaxUnpackedBytes(*unpackedMB<<20))
+		scheduler.WithMaxUnpackedBytes(*unpackedMB<<20), scheduler.WithNATS(natsCfg))
 	if err != nil {
 		return err
 	}
@@ -133,7 +138,7 @@ func cmdAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	name := fs.String("name", sanitize(host), "agent name ([a-z0-9-])")
 	listen := fs.String("listen", "127.0.0.1:7701", "address to serve the agent API on")
 	advertise := fs.String("advertise", "", "URL the scheduler reaches this agent at (default http://LISTEN)")
-	sched := fs.String("scheduler", "http://127.0.0.1:7700", "scheduler URL ($AMBER_SCHEDULER)")
+	sched := fs.String("scheduler", "http://127.0.0.1:7700", "scheduler URL, or every scheduler's, comma-separated: heartbeats move to the next on a connection error or 5xx ($AMBER_SCHEDULER)")
 	token := fs.String("token", "", "the scheduler's join token (or its API token) ($AMBER_TOKEN)")
 	config := fs.String("config", "", "configuration file (default $AMBER_CONFIG, else /etc/amber/amber.json if present)")
 	ctrd := fs.String("containerd", "/run/containerd/containerd.sock", "containerd socket")
