@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -185,4 +186,22 @@ func (s *Scheduler) jetstreamMetrics(ctx context.Context) []*metricFamily {
 		s.log.Debug("metrics: list streams", "err", err.Error())
 	}
 	return all
+}
+
+// AccessKeyFile is the data folder's file with the Lambda endpoint's
+// access key (sigv4.go). Schedulers of one control plane must share it
+// until the key lives in the engine: copy it into every data folder.
+const AccessKeyFile = accessKeyFile
+
+// LoadOrCreateAccessKey reads the data folder's access key, making one
+// when there is none (as New does).
+func LoadOrCreateAccessKey(dir string) (AccessKey, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return AccessKey{}, err
+	}
+	k, err := loadAccessKey(dir)
+	if err != nil {
+		return AccessKey{}, err
+	}
+	return *k, nil
 }

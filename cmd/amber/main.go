@@ -19,7 +19,8 @@ import (
 const usage = `amber: a self-hosted function cluster
 
 usage:
-  amber up [--agents N] [--data DIR] [--no-console]   local cluster; writes DIR/env
+  amber up [--agents N] [--schedulers N] [--data DIR] [--no-console]
+                                                      local cluster; writes DIR/env
   amber build DIR -o IMAGE.tar                        OCI image archive from DIR/bootstrap
   amber deploy NAME --image IMAGE.tar [--memory MB] [--timeout DURATION] [--env K=V ...]
   amber invoke NAME [--data JSON | --data @FILE]

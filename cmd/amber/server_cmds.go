@@ -234,9 +234,10 @@ func defaultDataDir() string {
 func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("up", flag.ContinueOnError)
 	agents := fs.Int("agents", 2, "number of agents")
+	schedulers := fs.Int("schedulers", 1, "number of schedulers: 1 runs in this process on DIR/scheduler; more run as amber scheduler processes on DIR/scheduler-N, joined as one control plane")
 	data := fs.String("data", defaultDataDir(), "data folder")
 	noConsole := fs.Bool("no-console", false, "do not open the console; run until Ctrl-C or SIGTERM")
-	listen := fs.String("listen", "127.0.0.1:7700", "scheduler address")
+	listen := fs.String("listen", "127.0.0.1:7700", "scheduler address (with several, the first's; the others take the next ports)")
 	examples := fs.String("examples", filepath.Join(filepath.Dir(defaultInit()), "examples"), "folder of IMAGE.tar archives to deploy (the file name is the function name)")
 	initBin := fs.String("init", defaultInit(), "path of the static amber-init binary")
 	if _, err := parse(fs, args); err != nil {
@@ -244,6 +245,17 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *agents < 1 || *agents > 16 {
 		return api.Invalid("agents", "%d: want 1–16", *agents)
+	}
+	if *schedulers < 1 || *schedulers > 7 {
+		return api.Invalid("schedulers", "%d: want 1–7", *schedulers)
+	}
+	var self string
+	if *schedulers > 1 {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find the amber binary for the scheduler processes: %w", err)
+		}
+		self = exe
 	}
 	if err := os.MkdirAll(*data, 0o700); err != nil {
 		return err
@@ -259,9 +271,10 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		logOut = io.MultiWriter(logFile, stderr)
 	}
 	log := newLogger(logOut)
-	fmt.Fprintf(stdout, "starting containerd, the scheduler and %d agents in %s …\n", *agents, *data)
+	fmt.Fprintf(stdout, "starting containerd, %d scheduler(s) and %d agents in %s …\n", *schedulers, *agents, *data)
 	cl, err := localcluster.StartCluster(ctx, localcluster.ClusterConfig{
 		Dir: *data, Agents: *agents, Listen: *listen, InitBin: *initBin, Log: log,
+		Schedulers: *schedulers, SchedulerBin: self,
 	})
 	if err != nil {
 		return err
@@ -278,8 +291,11 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := deployExamples(ctx, cl.Client(), *examples, stdout); err != nil {
 		return err
 	}
+	for _, p := range cl.Schedulers {
+		fmt.Fprintf(stdout, "%s: %s, pid %d, data %s, log %s\n", p.Name, p.URL, p.Pid(), p.Dir, p.Log)
+	}
 	fmt.Fprintf(stdout, "cluster up: scheduler %s, log %s\nin another shell:  . %s && amber invoke hello --data '{\"name\":\"amber\"}'\n",
-		cl.SchedulerURL, logPath, cl.EnvFile())
+		strings.Join(cl.SchedulerURLs, ","), logPath, cl.EnvFile())
 	if *noConsole {
 		<-ctx.Done()
 		return nil
