@@ -59,8 +59,8 @@ func newFakeScheduler(t *testing.T, status int) *fakeScheduler {
 func TestClientFailover(t *testing.T) {
 	hb := Heartbeat{Name: "a1", URL: "http://127.0.0.1:1"}
 	calls := map[string]func(context.Context, *Client) error{
-		"agents": func(ctx context.Context, c *Client) error { _, err := c.Agents(ctx); return err },
-		"invoke": func(ctx context.Context, c *Client) error { _, err := c.Invoke(ctx, "hello", []byte(`{}`)); return err },
+		"agents":    func(ctx context.Context, c *Client) error { _, err := c.Agents(ctx); return err },
+		"invoke":    func(ctx context.Context, c *Client) error { _, err := c.Invoke(ctx, "hello", []byte(`{}`)); return err },
 		"heartbeat": func(ctx context.Context, c *Client) error { _, err := c.Heartbeat(ctx, hb); return err },
 		// A body that cannot be rewound (a pipe, stdin).
 		"upload": func(ctx context.Context, c *Client) error {
@@ -137,7 +137,7 @@ func TestClientFailoverSticks(t *testing.T) {
 // When no scheduler can be reached the error names every address tried.
 func TestClientFailoverAllDown(t *testing.T) {
 	a, b := refusedURL(t), refusedURL(t)
-	_, err := NewClient(a+","+b).State(context.Background())
+	_, err := NewClient(a + "," + b).State(context.Background())
 	if err == nil {
 		t.Fatal("State with no scheduler up: no error")
 	}
