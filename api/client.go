@@ -5,19 +5,28 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
 // Client talks to the scheduler's HTTP API. It is used by the CLI, the
 // console and the agent; it is safe for concurrent use.
+//
+// A client may know several schedulers of one control plane. It sends
+// to the one that answered last and moves to the next (see send) when
+// that one cannot be reached.
 type Client struct {
-	base  string
+	bases []string
+	cur   atomic.Int32 // index in bases of the scheduler that answered last
 	token string
 	hc    *http.Client
 }
@@ -40,14 +49,34 @@ func WithHTTPClient(h *http.Client) ClientOption {
 }
 
 // NewClient returns a client for the scheduler at baseURL
-// ("http://127.0.0.1:7700"); a trailing slash is ignored.
+// ("http://127.0.0.1:7700"), or for several schedulers given
+// comma-separated ("http://a:7700,http://b:7700"); trailing slashes and
+// spaces around the commas are ignored.
 func NewClient(baseURL string, opts ...ClientOption) *Client {
-	c := &Client{base: strings.TrimRight(baseURL, "/"), hc: defaultHTTPClient}
+	c := &Client{bases: SplitURLs(baseURL), hc: defaultHTTPClient}
+	if len(c.bases) == 0 {
+		c.bases = []string{""}
+	}
 	for _, o := range opts {
 		o(c)
 	}
 	return c
 }
+
+// SplitURLs splits a comma-separated list of scheduler URLs, trimming
+// spaces and trailing slashes and dropping empty entries.
+func SplitURLs(list string) []string {
+	var out []string
+	for _, u := range strings.Split(list, ",") {
+		if u = strings.TrimRight(strings.TrimSpace(u), "/"); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// BaseURLs returns the schedulers the client knows, in the order given.
+func (c *Client) BaseURLs() []string { return slices.Clone(c.bases) }
 
 // defaultHTTPClient keeps enough idle connections for a client shared by
 // many goroutines (http.DefaultTransport keeps 2 per host, so concurrent
@@ -115,33 +144,189 @@ func statusError(resp *http.Response) error {
 	return e
 }
 
+// call is one request to the scheduler.
+type call struct {
+	method, path string
+	body         io.Reader // nil: none
+	header       http.Header
+	// idempotent: the request may be repeated on another scheduler even
+	// when the first may have received it (a read, a deploy of the same
+	// spec, a heartbeat, a content-addressed upload).
+	idempotent bool
+}
+
 // do sends a request and returns the response when its status is 2xx; for
 // any other status it reads the ErrorBody and returns a *StatusError.
+// GET, HEAD, PUT and DELETE are idempotent (see send); POST is not.
 func (c *Client) do(ctx context.Context, method, path string, body io.Reader, contentType string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return nil, err
-	}
+	h := http.Header{}
 	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
+		h.Set("Content-Type", contentType)
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+	return c.send(ctx, call{method: method, path: path, body: body, header: h, idempotent: method != http.MethodPost})
+}
+
+// send sends cl to the scheduler that answered last and, when the client
+// knows several, moves on to the next one:
+//
+//   - on a connection that could not be made (refused, no route, DNS), for
+//     every request: the scheduler never saw it;
+//   - for idempotent requests, also on any other transport error and on
+//     any 5xx answer (503 when a scheduler's store has lost its quorum).
+//
+// A non-idempotent request (an invocation, a drain) that reached a
+// scheduler is not repeated: its 5xx, 503 included, is the caller's
+// answer, since the scheduler may have acted on it (an invocation that
+// ran and then failed to be recorded). A 4xx is always the answer. A body
+// that is not seekable is repeated only when none of it was sent yet.
+// The reply is returned when its status is 2xx, else a *StatusError; when
+// every scheduler failed the error names each attempt.
+func (c *Client) send(ctx context.Context, cl call) (*http.Response, error) {
+	n := len(c.bases)
+	start := int(c.cur.Load())
+	var (
+		seeker io.Seeker
+		offset int64
+		count  *countingReader
+	)
+	switch b := cl.body.(type) {
+	case nil:
+	case io.ReadSeeker:
+		seeker = b
+		var err error
+		if offset, err = b.Seek(0, io.SeekCurrent); err != nil {
+			seeker = nil
+			count = &countingReader{r: b}
+		}
+	default:
+		count = &countingReader{r: b}
 	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	var errs []error
+	for i := range n {
+		idx := (start + i) % n
+		var (
+			body   io.Reader
+			length int64 = -1
+		)
+		switch {
+		case seeker != nil:
+			end, err := seeker.Seek(0, io.SeekEnd)
+			if err == nil {
+				_, err = seeker.Seek(offset, io.SeekStart)
+			}
+			if err != nil {
+				return nil, c.failed(errs, fmt.Errorf("%s %s: rewind the body: %w", cl.method, cl.path, err))
+			}
+			length = end - offset
+			body = cl.body
+			if _, ok := cl.body.(*bytes.Reader); !ok {
+				body = io.NopCloser(cl.body) // the transport must not close what we rewind
+			}
+		case count != nil:
+			if count.n > 0 {
+				return nil, c.failed(errs, nil)
+			}
+			body = io.NopCloser(count)
+		}
+		req, err := http.NewRequestWithContext(ctx, cl.method, c.bases[idx]+cl.path, body)
+		if err != nil {
+			return nil, err
+		}
+		if length == 0 {
+			req.Body, req.GetBody = http.NoBody, nil
+		}
+		if length >= 0 {
+			req.ContentLength = length
+		}
+		for k, vs := range cl.header {
+			req.Header[k] = vs
+		}
+		if c.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		resp, err := c.hc.Do(req)
+		last := i == n-1
+		if err != nil {
+			err = fmt.Errorf("%s %s: %w", cl.method, cl.path, err)
+			if ctx.Err() != nil || last || !(notSent(err) || cl.idempotent) {
+				return nil, c.failed(errs, err)
+			}
+			errs = append(errs, err)
+			continue
+		}
+		if resp.StatusCode < 200 || resp.StatusCode > 299 {
+			serr := statusError(resp)
+			resp.Body.Close()
+			if resp.StatusCode >= 500 && cl.idempotent && !last {
+				errs = append(errs, fmt.Errorf("%s %s at %s: %w", cl.method, cl.path, c.bases[idx], serr))
+				continue
+			}
+			c.cur.Store(int32(idx))
+			return nil, c.failed(errs, serr)
+		}
+		c.cur.Store(int32(idx))
+		return resp, nil
 	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		defer resp.Body.Close()
-		return nil, statusError(resp)
+	return nil, c.failed(errs, nil)
+}
+
+// failed is the error after every scheduler tried failed: last alone
+// when it was the only attempt, else every attempt's.
+func (c *Client) failed(earlier []error, last error) error {
+	if last != nil {
+		earlier = append(earlier, last)
 	}
-	return resp, nil
+	if len(earlier) == 1 {
+		return earlier[0]
+	}
+	return &failoverError{errs: earlier}
+}
+
+// failoverError lists what each scheduler answered; errors.Is and As see
+// every one.
+type failoverError struct{ errs []error }
+
+func (e *failoverError) Error() string {
+	parts := make([]string, len(e.errs))
+	for i, err := range e.errs {
+		parts[i] = err.Error()
+	}
+	return fmt.Sprintf("no scheduler answered (%d tried): %s", len(e.errs), strings.Join(parts, "; "))
+}
+
+func (e *failoverError) Unwrap() []error { return e.errs }
+
+// notSent reports whether err means the request never reached a server:
+// the connection could not be made.
+func notSent(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	var dns *net.DNSError
+	return errors.As(err, &dns)
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // doJSON sends in (when not nil) as JSON and decodes a 2xx reply into out
 // (when not nil).
 func (c *Client) doJSON(ctx context.Context, method, path string, in, out any) error {
+	return c.callJSON(ctx, method, path, method != http.MethodPost, in, out)
+}
+
+// callJSON is doJSON saying whether the request is idempotent (see send).
+func (c *Client) callJSON(ctx context.Context, method, path string, idempotent bool, in, out any) error {
 	var body io.Reader
 	ct := ""
 	if in != nil {
@@ -151,7 +336,11 @@ func (c *Client) doJSON(ctx context.Context, method, path string, in, out any) e
 		}
 		body, ct = bytes.NewReader(b), "application/json"
 	}
-	resp, err := c.do(ctx, method, path, body, ct)
+	h := http.Header{}
+	if ct != "" {
+		h.Set("Content-Type", ct)
+	}
+	resp, err := c.send(ctx, call{method: method, path: path, body: body, header: h, idempotent: idempotent})
 	if err != nil {
 		return err
 	}
@@ -177,7 +366,11 @@ type ImageUpload struct {
 // UploadImage stores an OCI image archive (a tar) in the scheduler and
 // returns its digest, "sha256:<hex>" of the whole archive.
 func (c *Client) UploadImage(ctx context.Context, r io.Reader) (string, error) {
-	resp, err := c.do(ctx, http.MethodPost, "/v1/images", r, "application/x-tar")
+	// Images are named by their digest: an upload repeated on another
+	// scheduler stores the same archive.
+	h := http.Header{}
+	h.Set("Content-Type", "application/x-tar")
+	resp, err := c.send(ctx, call{method: http.MethodPost, path: "/v1/images", body: r, header: h, idempotent: true})
 	if err != nil {
 		return "", err
 	}
@@ -241,23 +434,14 @@ func (c *Client) DeployWithProgress(ctx context.Context, spec FunctionSpec, prog
 		return nil, err
 	}
 	path := fnPath(spec.Name)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, c.base+path, bytes.NewReader(b))
+	h := http.Header{}
+	h.Set("Content-Type", "application/json")
+	h.Set("Accept", ContentTypeNDJSON+", application/json")
+	resp, err := c.send(ctx, call{method: http.MethodPut, path: path, body: bytes.NewReader(b), header: h, idempotent: true})
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", ContentTypeNDJSON+", application/json")
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("PUT %s: %w", path, err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, statusError(resp)
-	}
 	if !strings.HasPrefix(resp.Header.Get("Content-Type"), ContentTypeNDJSON) {
 		var fn Function
 		if err := json.NewDecoder(resp.Body).Decode(&fn); err != nil {
@@ -352,7 +536,8 @@ func (c *Client) Invoke(ctx context.Context, name string, payload []byte) (*Invo
 // Heartbeat registers the agent or refreshes its entry.
 func (c *Client) Heartbeat(ctx context.Context, hb Heartbeat) (*HeartbeatReply, error) {
 	var out HeartbeatReply
-	if err := c.doJSON(ctx, http.MethodPost, "/v1/agents/heartbeat", hb, &out); err != nil {
+	// A heartbeat repeated on another scheduler does no harm.
+	if err := c.callJSON(ctx, http.MethodPost, "/v1/agents/heartbeat", true, hb, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -460,25 +645,16 @@ func (c *Client) Stream(ctx context.Context, since int64) (<-chan StreamMessage,
 // InvokeAsync queues an asynchronous (Event) invocation of the function's
 // latest version and returns its event id.
 func (c *Client) InvokeAsync(ctx context.Context, name string, payload []byte) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+fnPath(name)+"/invoke", bytes.NewReader(payload))
+	h := http.Header{}
+	h.Set("Content-Type", "application/json")
+	h.Set(HeaderInvocationType, "Event")
+	resp, err := c.send(ctx, call{method: http.MethodPost, path: fnPath(name) + "/invoke", body: bytes.NewReader(payload), header: h})
 	if err != nil {
 		return "", err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(HeaderInvocationType, "Event")
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("invoke %s: %w", name, err)
-	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted {
-		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-			return "", fmt.Errorf("invoke %s: status %d, want 202", name, resp.StatusCode)
-		}
-		return "", statusError(resp)
+		return "", fmt.Errorf("invoke %s: status %d, want 202", name, resp.StatusCode)
 	}
 	var acc AsyncAccepted
 	if err := json.NewDecoder(resp.Body).Decode(&acc); err != nil {
@@ -606,6 +782,17 @@ func (c *Client) History(ctx context.Context, since time.Time, function string) 
 	}
 	var out History
 	if err := c.doJSON(ctx, http.MethodGet, "/v1/history?"+q.Encode(), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// ControlPlane returns the scheduler's view of the engine under the
+// control plane (NATS JetStream): meta leader, peers, streams. GET
+// /v1/cluster
+func (c *Client) ControlPlane(ctx context.Context) (*ControlPlane, error) {
+	var out ControlPlane
+	if err := c.doJSON(ctx, http.MethodGet, "/v1/cluster", nil, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

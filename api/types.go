@@ -488,3 +488,27 @@ type DeployProgress struct {
 	Failure  *ErrorDetail `json:"failure,omitempty"`
 	HTTPCode int          `json:"http_status,omitempty"`
 }
+
+// ControlPlane is one scheduler's view of the engine under the control
+// plane, NATS JetStream. GET /v1/cluster
+type ControlPlane struct {
+	// Scheduler is this scheduler's id (unique per process).
+	Scheduler string `json:"scheduler"`
+	// Embedded is true when the scheduler runs its own NATS node.
+	Embedded bool `json:"embedded"`
+	// Server and Cluster name the NATS server this scheduler uses and its
+	// cluster ("" for a lone node).
+	Server  string `json:"server"`
+	Cluster string `json:"cluster,omitempty"`
+	// MetaLeader is JetStream's meta leader; "" means no quorum: writes
+	// are refused until one is elected.
+	MetaLeader string `json:"meta_leader"`
+	// Peers is how many other NATS servers this node has routes to;
+	// OfflinePeers are the meta group's members it sees offline or behind.
+	Peers        int      `json:"peers"`
+	OfflinePeers []string `json:"offline_peers"`
+	// Replicas is how many copies every stream and bucket keeps.
+	Replicas int    `json:"replicas"`
+	Streams  int    `json:"streams"`
+	Bytes    uint64 `json:"bytes"`
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/containerd/containerd"
 
+	"github.com/amberfn/amber/api"
 	"github.com/amberfn/amber/snapshots"
 )
 
@@ -43,7 +44,8 @@ func (c Check) Failed() bool { return !c.OK && !c.Skipped }
 type DoctorConfig struct {
 	Containerd string // socket
 	StateDir   string // for free disk
-	Scheduler  string // URL, for the clock; "" skips
+	Scheduler  string // URL, or several comma-separated: the control plane's health, and the clock (first one); "" skips
+	Token      string // API token for the control plane check (a local cluster's comes from DIR/env)
 	MinFreeGB  float64
 	// Trial runs a trial snapshot (Dir, Child; see snapshots.Trial).
 	Trial snapshots.TrialConfig
@@ -65,6 +67,9 @@ func Doctor(ctx context.Context, cfg DoctorConfig) []Check {
 		if cfg.Scheduler == "" {
 			cfg.Scheduler = local.scheduler
 		}
+		if local.token != "" {
+			cfg.Token = local.token
+		}
 	}
 	var checks []Check
 	if local != nil {
@@ -83,8 +88,8 @@ func Doctor(ctx context.Context, cfg DoctorConfig) []Check {
 	if local != nil {
 		checks = append(checks, local.checkAgents(ctx)...)
 	}
-	if cfg.Scheduler != "" {
-		checks = append(checks, checkClock(ctx, cfg.Scheduler))
+	if urls := api.SplitURLs(cfg.Scheduler); len(urls) > 0 {
+		checks = append(checks, checkControlPlane(ctx, urls, cfg.Token), checkClock(ctx, urls[0]))
 	}
 	return checks
 }
@@ -257,4 +262,50 @@ func checkClock(ctx context.Context, url string) Check {
 	c.Info = fmt.Sprintf("%s off the scheduler's clock", skew)
 	c.OK = skew < 5*time.Second && skew > -5*time.Second
 	return c
+}
+
+// checkControlPlane asks every scheduler for its view of the engine (GET
+// /v1/cluster) and fails naming the first that does not answer or whose
+// JetStream has no meta leader (no quorum: writes are refused).
+func checkControlPlane(ctx context.Context, urls []string, token string) Check {
+	c := Check{Name: "control plane"}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var parts []string
+	for _, u := range urls {
+		cp, err := api.NewClient(u, api.WithToken(token)).ControlPlane(ctx)
+		switch {
+		case errors.Is(err, api.ErrNotFound):
+			c.Info = fmt.Sprintf("scheduler %s has no /v1/cluster", u)
+			c.Fix = "upgrade that scheduler to this amber"
+			return c
+		case err != nil:
+			c.Info = fmt.Sprintf("scheduler %s: %v", u, err)
+			c.Fix = "start that scheduler (systemctl start amber-scheduler) or check its NATS (--nats, --cluster-peers); see its log"
+			return c
+		case cp.MetaLeader == "":
+			c.Info = fmt.Sprintf("scheduler %s (NATS server %s): JetStream has no meta leader: no quorum, writes are refused", u, cp.Server)
+			c.Fix = "bring back enough schedulers (or NATS servers) for a majority: 2 of 3"
+			return c
+		}
+		p := fmt.Sprintf("%s (server %s, leader %s, %d peers, %d streams, %s", u, cp.Server, cp.MetaLeader, cp.Peers, cp.Streams, humanBytes(cp.Bytes))
+		if len(cp.OfflinePeers) > 0 {
+			p += ", offline: " + strings.Join(cp.OfflinePeers, " ")
+		}
+		parts = append(parts, p+")")
+	}
+	c.OK, c.Info = true, strings.Join(parts, "; ")
+	return c
+}
+
+func humanBytes(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f kB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }

@@ -48,6 +48,7 @@ const maxSpecBytes = 1 << 20
 //	POST   /v1/agents/{name}/drain                no new placements there (DELETE resumes)
 //	POST   /v1/agents/{name}/drain                no new placements there (DELETE resumes)
 //	GET    /v1/state                              api.ClusterState
+//	GET    /v1/cluster                            api.ControlPlane: the engine's health (cluster.go); 503 when it does not answer
 //	GET    /v1/events?since=SEQ                   []api.Event, oldest first
 //	GET    /v1/stream?since=SEQ                   server-sent events: api.StreamMessage every second and on events
 //	PUT    /v1/functions/{name}/route             body: RouteSpec {"path","methods"} → Route (routes.go)
@@ -101,6 +102,7 @@ func (s *Scheduler) Handler() http.Handler {
 	v1("GET /v1/state", s.handleState)
 	v1("GET /v1/events", s.handleEvents)
 	v1("GET /v1/stream", s.handleStream)
+	v1("GET /v1/cluster", s.handleCluster)
 	v1("PUT /v1/functions/{name}/route", s.handlePutRoute)
 	v1("GET /v1/functions/{name}/route", s.handleGetRoute)
 	v1("DELETE /v1/functions/{name}/route", s.handleDeleteRoute)
@@ -412,6 +414,7 @@ func (s *Scheduler) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, err)
 		return
 	}
+	s.hbBus.publish(hb) // the other schedulers learn of it too (cluster.go)
 	targets, err := s.targetsFor(hb.Name)
 	if err != nil {
 		api.WriteError(w, err)

@@ -2,10 +2,12 @@ package scheduler
 
 import (
 	"bufio"
+	"context"
 	"math"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/amberfn/amber/api"
 )
@@ -29,12 +31,15 @@ type metricSample struct {
 	value  float64
 }
 
-func (s *Scheduler) handleMetrics(w http.ResponseWriter, _ *http.Request) {
+func (s *Scheduler) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	fams, err := s.metrics()
 	if err != nil {
 		api.WriteError(w, err)
 		return
 	}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	fams = append(fams, s.jetstreamMetrics(ctx)...) // cluster.go
+	cancel()
 	w.Header().Set("Content-Type", metricsContentType)
 	bw := bufio.NewWriter(w)
 	writeMetrics(bw, fams)

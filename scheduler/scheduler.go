@@ -71,6 +71,10 @@ type Scheduler struct {
 	// every piece of state the schedulers share.
 	natsCfg engine.Config
 	eng     *engine.Engine
+	// id names this scheduler process; hbBus shares agents' heartbeats
+	// with the other schedulers (cluster.go).
+	id    string
+	hbBus *heartbeatBus
 
 	reg    *registry
 	images *imageStore
@@ -248,6 +252,7 @@ func New(opts ...Option) (*Scheduler, error) {
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
 	s.eng = eng
+	s.id = newSchedulerID()
 	ok := false
 	defer func() {
 		if !ok {
@@ -285,6 +290,12 @@ func New(opts ...Option) (*Scheduler, error) {
 		reg.close()
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
+	if s.hbBus, err = startHeartbeatBus(eng.Conn, s.id, s.heartbeat, s.log); err != nil {
+		s.stopBackground()
+		ml.close()
+		reg.close()
+		return nil, fmt.Errorf("scheduler: %w", err)
+	}
 	ml.start()
 	ok = true
 	return s, nil
@@ -303,6 +314,7 @@ func (s *Scheduler) Close() error {
 			t.CloseIdleConnections()
 		}
 		s.closeErr = s.reg.close()
+		s.hbBus.stop()
 		s.eng.Close()
 	})
 	return s.closeErr

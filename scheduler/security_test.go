@@ -83,6 +83,7 @@ var schedulerRoutes = []schedulerRoute{
 	{"GET /v1/state", authAPI},
 	{"GET /v1/events", authAPI},
 	{"GET /v1/stream", authAPI},
+	{"GET /v1/cluster", authAPI},
 	{"PUT /v1/functions/{name}/route", authAPI},
 	{"GET /v1/functions/{name}/route", authAPI},
 	{"DELETE /v1/functions/{name}/route", authAPI},

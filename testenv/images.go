@@ -45,6 +45,17 @@ func BuildInit(ctx context.Context, dir string) (string, error) {
 	return out, goBuild(ctx, root, out, "./cmd/amber-init")
 }
 
+// BuildAmber builds the amber binary into dir and returns its path (for
+// clusters with several scheduler processes).
+func BuildAmber(ctx context.Context, dir string) (string, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "amber")
+	return out, goBuild(ctx, root, out, "./cmd/amber")
+}
+
 // BuildExample builds examples/NAME into an OCI image archive in dir and
 // returns its path. Go examples are built with CGO off; examples with a
 // stage.sh are staged by it.

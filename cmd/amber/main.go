@@ -19,7 +19,8 @@ import (
 const usage = `amber: a self-hosted function cluster
 
 usage:
-  amber up [--agents N] [--data DIR] [--no-console]   local cluster; writes DIR/env
+  amber up [--agents N] [--schedulers N] [--data DIR] [--no-console]
+                                                      local cluster; writes DIR/env
   amber build DIR -o IMAGE.tar                        OCI image archive from DIR/bootstrap
   amber deploy NAME --image IMAGE.tar [--memory MB] [--timeout DURATION] [--env K=V ...]
   amber invoke NAME [--data JSON | --data @FILE]
@@ -37,7 +38,8 @@ usage:
   amber agent drain NAME | undrain NAME               stop / resume new placements on an agent
 
 Client commands find the scheduler through AMBER_SCHEDULER (default
-http://127.0.0.1:7700) and authenticate with AMBER_TOKEN.
+http://127.0.0.1:7700; several schedulers comma-separated, the next one
+tried when one cannot be reached) and authenticate with AMBER_TOKEN.
 `
 
 // exitError carries a specific exit status out of a command.

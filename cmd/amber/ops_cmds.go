@@ -128,7 +128,7 @@ func cmdDoctor(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
 	sock := fs.String("containerd", "/run/containerd/containerd.sock", "containerd socket")
 	state := fs.String("state", "/var/lib/amber", "where images and snapshots live")
-	sched := fs.String("scheduler", "", "scheduler URL, to compare clocks (default: $AMBER_SCHEDULER, or DIR/env's with --data)")
+	sched := fs.String("scheduler", "", "scheduler URL, or every scheduler's comma-separated: the control plane's health and the clock (default: $AMBER_SCHEDULER, or DIR/env's with --data)")
 	data := fs.String("data", "", "check the local cluster of `amber up --data DIR` instead of this node's system containerd")
 	if _, err := parse(fs, args); err != nil {
 		return err
@@ -147,7 +147,7 @@ func cmdDoctor(ctx context.Context, args []string, stdout io.Writer) error {
 			break
 		}
 	}
-	cfg := ops.DoctorConfig{Containerd: *sock, StateDir: *state, Scheduler: *sched, Local: *data,
+	cfg := ops.DoctorConfig{Containerd: *sock, StateDir: *state, Scheduler: *sched, Token: os.Getenv("AMBER_TOKEN"), Local: *data,
 		Trial: snapshots.TrialConfig{Dir: trialDir, Child: []string{exe, snapshots.TrialChildCommand}}}
 	failed := 0
 	for _, c := range ops.Doctor(ctx, cfg) {

@@ -76,8 +76,13 @@ func cmdScheduler(ctx context.Context, args []string, stderr io.Writer) error {
 	unpackedMB := fs.Int64("image-unpacked-mb", ociarchive.DefaultMaxUnpackedBytes>>20, "refuse an uploaded image whose layers unpack to more than this, MB")
 	tlsf := addTLSFlags(fs, "agents")
 	srvf := addServerFlags(fs)
+	natsf := addNATSFlags(fs)
 	config := fs.String("config", "", "configuration file (default $AMBER_CONFIG, else /etc/amber/amber.json if present)")
 	hc, err := parseServerFlags(fs, args, "scheduler", config, tlsf)
+	if err != nil {
+		return err
+	}
+	natsCfg, err := natsf.config()
 	if err != nil {
 		return err
 	}
@@ -98,7 +103,7 @@ func cmdScheduler(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Info("API token in the data folder", "file", filepath.Join(*data, scheduler.TokenFile))
 	}
 	s, err := scheduler.New(scheduler.WithDataDir(*data), scheduler.WithToken(*token), scheduler.WithJoinToken(*join), scheduler.WithHTTPClient(hc), scheduler.WithLogger(log),
-		scheduler.WithMaxUnpackedBytes(*unpackedMB<<20))
+		scheduler.WithMaxUnpackedBytes(*unpackedMB<<20), scheduler.WithNATS(natsCfg))
 	if err != nil {
 		return err
 	}
@@ -133,7 +138,7 @@ func cmdAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	name := fs.String("name", sanitize(host), "agent name ([a-z0-9-])")
 	listen := fs.String("listen", "127.0.0.1:7701", "address to serve the agent API on")
 	advertise := fs.String("advertise", "", "URL the scheduler reaches this agent at (default http://LISTEN)")
-	sched := fs.String("scheduler", "http://127.0.0.1:7700", "scheduler URL ($AMBER_SCHEDULER)")
+	sched := fs.String("scheduler", "http://127.0.0.1:7700", "scheduler URL, or every scheduler's, comma-separated: heartbeats move to the next on a connection error or 5xx ($AMBER_SCHEDULER)")
 	token := fs.String("token", "", "the scheduler's join token (or its API token) ($AMBER_TOKEN)")
 	config := fs.String("config", "", "configuration file (default $AMBER_CONFIG, else /etc/amber/amber.json if present)")
 	ctrd := fs.String("containerd", "/run/containerd/containerd.sock", "containerd socket")
@@ -229,9 +234,10 @@ func defaultDataDir() string {
 func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("up", flag.ContinueOnError)
 	agents := fs.Int("agents", 2, "number of agents")
+	schedulers := fs.Int("schedulers", 1, "number of schedulers: 1 runs in this process on DIR/scheduler; more run as amber scheduler processes on DIR/scheduler-N, joined as one control plane")
 	data := fs.String("data", defaultDataDir(), "data folder")
 	noConsole := fs.Bool("no-console", false, "do not open the console; run until Ctrl-C or SIGTERM")
-	listen := fs.String("listen", "127.0.0.1:7700", "scheduler address")
+	listen := fs.String("listen", "127.0.0.1:7700", "scheduler address (with several, the first's; the others take the next ports)")
 	examples := fs.String("examples", filepath.Join(filepath.Dir(defaultInit()), "examples"), "folder of IMAGE.tar archives to deploy (the file name is the function name)")
 	initBin := fs.String("init", defaultInit(), "path of the static amber-init binary")
 	if _, err := parse(fs, args); err != nil {
@@ -239,6 +245,17 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *agents < 1 || *agents > 16 {
 		return api.Invalid("agents", "%d: want 1–16", *agents)
+	}
+	if *schedulers < 1 || *schedulers > 7 {
+		return api.Invalid("schedulers", "%d: want 1–7", *schedulers)
+	}
+	var self string
+	if *schedulers > 1 {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find the amber binary for the scheduler processes: %w", err)
+		}
+		self = exe
 	}
 	if err := os.MkdirAll(*data, 0o700); err != nil {
 		return err
@@ -254,9 +271,10 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		logOut = io.MultiWriter(logFile, stderr)
 	}
 	log := newLogger(logOut)
-	fmt.Fprintf(stdout, "starting containerd, the scheduler and %d agents in %s …\n", *agents, *data)
+	fmt.Fprintf(stdout, "starting containerd, %d scheduler(s) and %d agents in %s …\n", *schedulers, *agents, *data)
 	cl, err := localcluster.StartCluster(ctx, localcluster.ClusterConfig{
 		Dir: *data, Agents: *agents, Listen: *listen, InitBin: *initBin, Log: log,
+		Schedulers: *schedulers, SchedulerBin: self,
 	})
 	if err != nil {
 		return err
@@ -273,8 +291,11 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := deployExamples(ctx, cl.Client(), *examples, stdout); err != nil {
 		return err
 	}
+	for _, p := range cl.Schedulers {
+		fmt.Fprintf(stdout, "%s: %s, pid %d, data %s, log %s\n", p.Name, p.URL, p.Pid(), p.Dir, p.Log)
+	}
 	fmt.Fprintf(stdout, "cluster up: scheduler %s, log %s\nin another shell:  . %s && amber invoke hello --data '{\"name\":\"amber\"}'\n",
-		cl.SchedulerURL, logPath, cl.EnvFile())
+		strings.Join(cl.SchedulerURLs, ","), logPath, cl.EnvFile())
 	if *noConsole {
 		<-ctx.Done()
 		return nil

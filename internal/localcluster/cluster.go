@@ -20,13 +20,19 @@ import (
 
 // ClusterConfig says what StartCluster brings up.
 type ClusterConfig struct {
-	Dir        string       // data folder: containerd, scheduler database, agent state, env file
-	Agents     int          // how many agents (default 2)
-	Listen     string       // scheduler address (default 127.0.0.1:0)
-	InitBin    string       // path of the static amber-init binary
-	Token      string       // API token; made and kept in Dir/token when empty
-	CapacityMB int          // per agent (default 4096)
-	Log        *slog.Logger // default slog.Default()
+	Dir    string // data folder: containerd, scheduler database, agent state, env file
+	Agents int    // how many agents (default 2)
+	Listen string // scheduler address (default 127.0.0.1:0); with several, the first's (the others take the next ports)
+	// Schedulers is how many schedulers (default 1). One runs in this
+	// process on DIR/scheduler, as always. Several run as `amber
+	// scheduler` processes of SchedulerBin, on DIR/scheduler-1 …, their
+	// embedded NATS nodes joined as one cluster on loopback.
+	Schedulers   int
+	SchedulerBin string
+	InitBin      string       // path of the static amber-init binary
+	Token        string       // API token; made and kept in Dir/token when empty
+	CapacityMB   int          // per agent (default 4096)
+	Log          *slog.Logger // default slog.Default()
 	// Extra options for the scheduler and for every agent's containerd
 	// launcher (image limits, for one).
 	SchedulerOptions  []scheduler.Option
@@ -39,12 +45,17 @@ type ClusterConfig struct {
 // Cluster is a local amber cluster: a private containerd, a scheduler and
 // agents, all on loopback.
 type Cluster struct {
-	Dir          string
-	Token        string
-	SchedulerURL string
-	Containerd   *Containerd
-	Scheduler    *scheduler.Scheduler
-	Agents       []*agent.Agent
+	Dir           string
+	Token         string
+	SchedulerURL  string   // the first scheduler's
+	SchedulerURLs []string // every scheduler's
+	Containerd    *Containerd
+	Scheduler     *scheduler.Scheduler // the in-process scheduler (nil with several)
+	Schedulers    []*SchedulerProcess  // the scheduler processes (with several)
+	Agents        []*agent.Agent
+
+	procs     []*SchedulerProcess // started so far, stopped by Stop
+	accessKey scheduler.AccessKey // with several schedulers
 
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -61,6 +72,9 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 	}
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
+	}
+	if cfg.Schedulers <= 0 {
+		cfg.Schedulers = 1
 	}
 	if cfg.CapacityMB == 0 {
 		cfg.CapacityMB = 4096
@@ -91,23 +105,35 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 	if c.Containerd, err = StartContainerd(ctx, filepath.Join(cfg.Dir, "containerd")); err != nil {
 		return nil, err
 	}
-	c.Scheduler, err = scheduler.New(append([]scheduler.Option{
-		scheduler.WithDataDir(filepath.Join(cfg.Dir, "scheduler")),
-		scheduler.WithToken(c.Token),
-		scheduler.WithLogger(cfg.Log.With("component", "scheduler")),
-	}, cfg.SchedulerOptions...)...)
-	if err != nil {
-		return nil, fmt.Errorf("scheduler: %w", err)
+	if cfg.Schedulers > 1 {
+		if len(cfg.SchedulerOptions) > 0 {
+			return nil, errors.New("cluster: scheduler options apply to an in-process scheduler, not to several scheduler processes")
+		}
+		if err := c.startSchedulerProcesses(ctx, cfg); err != nil {
+			return nil, err
+		}
+		c.SchedulerURL = c.SchedulerURLs[0]
+	} else {
+		c.Scheduler, err = scheduler.New(append([]scheduler.Option{
+			scheduler.WithDataDir(filepath.Join(cfg.Dir, "scheduler")),
+			scheduler.WithToken(c.Token),
+			scheduler.WithLogger(cfg.Log.With("component", "scheduler")),
+		}, cfg.SchedulerOptions...)...)
+		if err != nil {
+			return nil, fmt.Errorf("scheduler: %w", err)
+		}
+		c.closers = append(c.closers, c.Scheduler.Close)
+		ln, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("scheduler listen on %s: %w", cfg.Listen, err)
+		}
+		c.SchedulerURL = "http://" + ln.Addr().String()
+		c.SchedulerURLs = []string{c.SchedulerURL}
+		c.serve(ln, c.Scheduler.Handler())
 	}
-	c.closers = append(c.closers, c.Scheduler.Close)
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("scheduler listen on %s: %w", cfg.Listen, err)
-	}
-	c.SchedulerURL = "http://" + ln.Addr().String()
-	c.serve(ln, c.Scheduler.Handler())
 
-	client := api.NewClient(c.SchedulerURL, api.WithToken(c.Token))
+	// Agents know every scheduler and move to the next when one goes.
+	client := c.Client()
 	for i := 1; i <= cfg.Agents; i++ {
 		name := fmt.Sprintf("agent-%d", i)
 		log := cfg.Log.With("component", "agent")
@@ -146,8 +172,12 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 			_ = a.Run(runCtx)
 		}()
 	}
-	if err := c.waitAgents(ctx, client, cfg.Agents); err != nil {
-		return nil, err
+	// Every scheduler must know every agent (with several, through the
+	// heartbeats they share over NATS).
+	for _, u := range c.SchedulerURLs {
+		if err := c.waitAgents(ctx, api.NewClient(u, api.WithToken(c.Token)), cfg.Agents); err != nil {
+			return nil, fmt.Errorf("scheduler %s: %w", u, err)
+		}
 	}
 	if err := c.writeEnv(); err != nil {
 		return nil, err
@@ -188,14 +218,17 @@ func (c *Cluster) waitAgents(ctx context.Context, client *api.Client, n int) err
 	}
 }
 
-// Client returns a client for the cluster's scheduler.
-func (c *Cluster) Client() *api.Client { return api.NewClient(c.SchedulerURL, api.WithToken(c.Token)) }
+// Client returns a client for the cluster's schedulers (every one, the
+// next tried when one cannot be reached).
+func (c *Cluster) Client() *api.Client {
+	return api.NewClient(strings.Join(c.SchedulerURLs, ","), api.WithToken(c.Token))
+}
 
 // EnvFile is the path of the file with the export lines for AMBER_SCHEDULER and AMBER_TOKEN.
 func (c *Cluster) EnvFile() string { return filepath.Join(c.Dir, "env") }
 
 func (c *Cluster) writeEnv() error {
-	body := fmt.Sprintf("export AMBER_SCHEDULER=%s\nexport AMBER_TOKEN=%s\n", c.SchedulerURL, c.Token)
+	body := fmt.Sprintf("export AMBER_SCHEDULER=%s\nexport AMBER_TOKEN=%s\n", strings.Join(c.SchedulerURLs, ","), c.Token)
 	return os.WriteFile(c.EnvFile(), []byte(body), 0o600)
 }
 
@@ -212,7 +245,10 @@ const AWSProfile = "amber"
 func (c *Cluster) AWSCredentialsFile() string { return filepath.Join(c.Dir, "aws-credentials") }
 
 func (c *Cluster) writeAWSCredentials() error {
-	k := c.Scheduler.AccessKey()
+	k := c.accessKey
+	if c.Scheduler != nil {
+		k = c.Scheduler.AccessKey()
+	}
 	body := fmt.Sprintf("[%s]\naws_access_key_id = %s\naws_secret_access_key = %s\n", AWSProfile, k.AccessKeyID, k.SecretAccessKey)
 	p := c.AWSCredentialsFile()
 	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
@@ -235,6 +271,9 @@ func (c *Cluster) Stop() {
 	}
 	for i := len(c.closers) - 1; i >= 0; i-- {
 		_ = c.closers[i]()
+	}
+	for i := len(c.procs) - 1; i >= 0; i-- {
+		c.procs[i].stop(15 * time.Second)
 	}
 	if c.Containerd != nil {
 		_ = c.Containerd.Stop()
@@ -271,6 +310,9 @@ func (c *Cluster) StopScheduler(ctx context.Context, grace time.Duration) error 
 // address to be free. Agents find it again with their next heartbeat.
 // opts are added to the scheduler's options (a logger).
 func (c *Cluster) StartScheduler(opts ...scheduler.Option) error {
+	if len(c.procs) > 0 {
+		return errors.New("start scheduler: the cluster runs scheduler processes, not one in-process scheduler")
+	}
 	if len(c.servers) == 0 || len(c.closers) == 0 {
 		return errors.New("start scheduler: the cluster has no scheduler")
 	}
