@@ -285,7 +285,7 @@ func openAsyncQueue(ctx context.Context, eng *engine.Engine, workers int, ackWai
 	}); err != nil {
 		return nil, err
 	}
-	q.cons, err = eng.JS.CreateOrUpdateConsumer(ctx, asyncStreamName, jetstream.ConsumerConfig{
+	q.cons, err = eng.Consumer(ctx, asyncStreamName, jetstream.ConsumerConfig{
 		Durable:       asyncConsumerName,
 		Description:   "amber: async deliveries, shared by every scheduler",
 		FilterSubject: asyncSubjectPrefix + ">",

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -84,18 +83,6 @@ func startSchedulers(t *testing.T, n int) []*testScheduler {
 	return out
 }
 
-// waitFor polls cond until it holds, failing after a generous bound
-// (a safety net, not a timing assertion).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 20s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 func (ts *testScheduler) agentGen(name string) (uint64, bool) {
 	ts.mu.Lock()
@@ -178,15 +165,15 @@ func TestClusterEndpointAndFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster test: skipped in -short")
 	}
-	ss := startSchedulers(t, 2)
+	ss := startSchedulers(t, 3)
 	ctx := context.Background()
 	c := api.NewClient(ss[0].srv.URL+","+ss[1].srv.URL, api.WithToken("tok"))
 	cp, err := c.ControlPlane(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !cp.Embedded || cp.MetaLeader == "" || cp.Peers != 1 || cp.Replicas != 2 || cp.Server != "sched-1" {
-		t.Errorf("control plane %+v: want embedded sched-1 with a meta leader, 1 peer, 2 replicas", cp)
+	if !cp.Embedded || cp.MetaLeader == "" || cp.Peers != 2 || cp.Replicas != 3 || cp.Server != "sched-1" {
+		t.Errorf("control plane %+v: want embedded sched-1 with a meta leader, 2 peers, 3 replicas", cp)
 	}
 	heartbeatTo(t, ss[0], api.Heartbeat{Name: "a1", URL: "http://127.0.0.1:9", CapacityMB: 1024})
 	waitFor(t, "a1 on scheduler 2", func() bool { return ss[1].agentState("a1") == api.AgentReady })

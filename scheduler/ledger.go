@@ -353,7 +353,7 @@ func (s *Scheduler) openLedger() (_ *ledger, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("ledger: %w", err)
 	}
-	cons, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+	cons, err := s.eng.Consumer(ctx, ledgerStreamName, jetstream.ConsumerConfig{
 		Durable:       ledgerConsumer,
 		Description:   "sums ledger records into " + usageBucket,
 		DeliverPolicy: jetstream.DeliverAllPolicy,

@@ -301,9 +301,16 @@ func (e *Engine) ClientURL() string {
 func (e *Engine) KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	cfg.Replicas = e.replicas
 	cfg.Storage = jetstream.FileStorage
-	kv, err := e.JS.CreateOrUpdateKeyValue(ctx, cfg)
+	var kv jetstream.KeyValue
+	err := retrySetup(ctx, func(ctx context.Context) (err error) {
+		kv, err = e.JS.CreateOrUpdateKeyValue(ctx, cfg)
+		return err
+	})
 	if err != nil {
 		return nil, Wrap(fmt.Errorf("bucket %s: %w", cfg.Bucket, err))
+	}
+	if err := e.waitLeader(ctx, "KV_"+cfg.Bucket); err != nil {
+		return nil, err
 	}
 	return kv, nil
 }
@@ -313,11 +320,108 @@ func (e *Engine) KeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (je
 func (e *Engine) Stream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 	cfg.Replicas = e.replicas
 	cfg.Storage = jetstream.FileStorage
-	st, err := e.JS.CreateOrUpdateStream(ctx, cfg)
+	var st jetstream.Stream
+	err := retrySetup(ctx, func(ctx context.Context) (err error) {
+		st, err = e.JS.CreateOrUpdateStream(ctx, cfg)
+		return err
+	})
 	if err != nil {
 		return nil, Wrap(fmt.Errorf("stream %s: %w", cfg.Name, err))
 	}
+	if err := e.waitLeader(ctx, cfg.Name); err != nil {
+		return nil, err
+	}
 	return st, nil
+}
+
+// Consumer creates (or updates) a durable consumer of stream and, in a
+// cluster, waits until it has elected its leader.
+func (e *Engine) Consumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	var c jetstream.Consumer
+	err := retrySetup(ctx, func(ctx context.Context) (err error) {
+		c, err = e.JS.CreateOrUpdateConsumer(ctx, stream, cfg)
+		return err
+	})
+	if err != nil {
+		return nil, Wrap(fmt.Errorf("consumer %s of %s: %w", cfg.Durable, stream, err))
+	}
+	for e.replicas > 1 {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		info, err := c.Info(actx)
+		cancel()
+		if err == nil && (info.Cluster == nil || info.Cluster.Leader != "") {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, Wrap(fmt.Errorf("consumer %s of %s: no leader elected: %w", cfg.Durable, stream, ErrUnavailable))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return c, nil
+}
+
+// waitLeader waits until a replicated stream has elected its leader: in a
+// cluster, the first reads and writes after creating it would otherwise
+// find no responder.
+func (e *Engine) waitLeader(ctx context.Context, stream string) error {
+	if e.replicas <= 1 {
+		return nil
+	}
+	for {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		st, err := e.JS.Stream(actx, stream)
+		var info *jetstream.StreamInfo
+		if err == nil {
+			info, err = st.Info(actx)
+		}
+		cancel()
+		if err == nil && (info.Cluster == nil || info.Cluster.Leader != "") {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = errors.New("no leader elected")
+			}
+			return Wrap(fmt.Errorf("stream %s: %w (%w)", stream, err, ErrUnavailable))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// retrySetup runs op (creating a stream or bucket) again while JetStream
+// cannot answer yet, each attempt with its own deadline: in a cluster
+// that has just formed, the meta leader may not know every peer, and a
+// request can go unanswered rather than fail.
+//
+// Schedulers starting together create the same streams at the same moment;
+// JetStream then leaves the concurrent requests unanswered (seen with
+// nats-server 2.15 in a three-node cluster): the first attempts are short
+// and grow, so a start costs about a second per stream, not a timeout.
+func retrySetup(ctx context.Context, op func(context.Context) error) error {
+	wait := time.Second
+	for {
+		actx, cancel := context.WithTimeout(ctx, wait)
+		wait = min(2*wait, 8*time.Second)
+		err := op(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		var apiErr *jetstream.APIError
+		// 10023 insufficient resources, 10005 no suitable peers: the
+		// cluster does not know all its peers yet.
+		insufficient := errors.As(err, &apiErr) && (apiErr.ErrorCode == 10023 || apiErr.ErrorCode == 10005)
+		if !errors.Is(Wrap(err), ErrUnavailable) && !insufficient {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // Wrap marks errors that mean "JetStream cannot answer now" with
