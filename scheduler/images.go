@@ -331,7 +331,8 @@ func (st *imageStore) store(ctx context.Context, digest string, r io.Reader, siz
 		dctx, cancel := context.WithTimeout(context.Background(), st.timeout)
 		_ = st.obs.Delete(dctx, digest)
 		cancel()
-		return false, fmt.Errorf("image %s: stored %d bytes of %d, or other bytes than hashed: %v", digest, oi.Size, size, err)
+		return false, fmt.Errorf("image %s: the archive read was %d bytes with object store hash %q, not %d bytes hashing to its name",
+			digest, oi.Size, oi.Digest, size)
 	}
 	return true, nil
 }
