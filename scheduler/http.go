@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -221,7 +222,7 @@ func (s *Scheduler) handleUploadImage(w http.ResponseWriter, r *http.Request) {
 	// body timeout, once the caller has proven who it is.
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.uploadTimeout))
 	start := time.Now()
-	digest, size, err := s.images.put(r.Body)
+	digest, size, err := s.images.putContext(r.Context(), r.Body)
 	if err != nil {
 		s.log.Warn("image upload refused", "err", err.Error())
 		api.WriteError(w, err)
@@ -233,20 +234,29 @@ func (s *Scheduler) handleUploadImage(w http.ResponseWriter, r *http.Request) {
 
 func (s *Scheduler) handleGetImage(w http.ResponseWriter, r *http.Request) {
 	digest := r.PathValue("digest")
-	f, err := s.images.open(digest)
+	img, err := s.images.open(r.Context(), digest)
 	if err != nil {
 		api.WriteError(w, err)
 		return
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		api.WriteError(w, err)
-		return
-	}
+	defer img.Close()
 	w.Header().Set("Content-Type", "application/x-tar")
 	w.Header().Set("ETag", `"`+digest+`"`)
-	http.ServeContent(w, r, "", fi.ModTime(), f)
+	if img.file != nil { // cached: ranges and conditional requests too
+		http.ServeContent(w, r, "", img.modTime, img.file)
+		return
+	}
+	// Streamed from the object store (and into the cache).
+	w.Header().Set("Content-Length", strconv.FormatInt(img.size, 10))
+	w.Header().Set("Last-Modified", img.modTime.UTC().Format(http.TimeFormat))
+	if r.Method == http.MethodHead {
+		return
+	}
+	if n, err := io.Copy(w, img); err != nil {
+		// The body stops short of its Content-Length: the agent sees a
+		// truncated download, never a wrong archive.
+		s.log.Warn("image download cut short", "digest", digest, "sent", n, "size", img.size, "err", err.Error())
+	}
 }
 
 func (s *Scheduler) handleDeploy(w http.ResponseWriter, r *http.Request) {
@@ -314,8 +324,15 @@ func (s *Scheduler) deploy(name string, spec api.FunctionSpec) (*api.Function, b
 	if err := spec.Validate(); err != nil {
 		return nil, false, err
 	}
-	if api.IsArchiveDigest(spec.Image) && !s.images.has(spec.Image) {
-		return nil, false, api.Invalid("image", "%s is not in the image store; upload it first (POST /v1/images)", spec.Image)
+	if api.IsArchiveDigest(spec.Image) {
+		// The object store, so an image uploaded through any scheduler.
+		ok, err := s.images.exists(context.Background(), spec.Image)
+		if err != nil {
+			return nil, false, err
+		}
+		if !ok {
+			return nil, false, api.Invalid("image", "%s is not in the image store; upload it first (POST /v1/images)", spec.Image)
+		}
 	}
 	return s.reg.put(spec)
 }

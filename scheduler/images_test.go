@@ -3,6 +3,7 @@ package scheduler
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -154,4 +155,10 @@ func TestImageUploadLimits(t *testing.T) {
 			t.Error("a good archive was not stored")
 		}
 	})
+}
+
+// has reports whether the object store holds digest (false on an error).
+func (st *imageStore) has(digest string) bool {
+	ok, _ := st.exists(context.Background(), digest)
+	return ok
 }

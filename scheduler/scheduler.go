@@ -9,8 +9,9 @@
 //	JetStream AMBER_ASYNC, AMBER_DEAD  async events (delivered at least once) and dead letters (async.go)
 //	DATA/ledger.db                   one record per finished invocation, hourly sums (ledger.go)
 //	DATA/history.db                  per-minute counters and latency histograms, 24 hours (minutes.go)
-//	DATA/images/sha256/<hex>.tar     OCI image archives, named by the sha256 of the tar
-//	DATA/images/tmp/                 uploads in progress
+//	JetStream AMBER_IMAGES           OCI image archives (object store), named by the sha256 of the tar (images.go)
+//	DATA/images/sha256/<hex>.tar     this scheduler's cache of AMBER_IMAGES (before JetStream: the archives)
+//	DATA/images/tmp/                 uploads and cache fills in progress
 //	DATA/aws-access-key.json         the SigV4 access key of the Lambda-compatible endpoint (0600)
 //
 // Membership, in-flight reservations and invocation counters live in memory:
@@ -266,7 +267,9 @@ func New(opts ...Option) (*Scheduler, error) {
 		}
 		s.accessKey = k
 	}
-	imgs, err := openImageStore(filepath.Join(s.dataDir, "images"), s.maxImageBytes, s.maxUnpacked)
+	ictx, icancel := context.WithTimeout(context.Background(), s.natsCfg.StartTimeoutOr(30*time.Second))
+	imgs, err := openImageStore(ictx, s.eng, filepath.Join(s.dataDir, "images"), s.maxImageBytes, s.maxUnpacked, s.log)
+	icancel()
 	if err != nil {
 		return nil, fmt.Errorf("scheduler: image store: %w", err)
 	}
