@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -79,6 +80,33 @@ func startSchedulers(t *testing.T, n int) []*testScheduler {
 				t.Errorf("Close: %v", err)
 			}
 		})
+	}
+	// Heartbeats are relayed on plain NATS subjects: until every node
+	// knows the others' subscriptions, a relay can be lost (an agent's
+	// next heartbeat, a second later, repairs it). Tests that send one
+	// heartbeat wait for that first: each scheduler's probe, sent until
+	// every other scheduler has it, then forgotten.
+	for i, from := range out {
+		probe := fmt.Sprintf("probe-%d", i)
+		bus := &heartbeatBus{nc: from.eng.Conn, origin: "probe", log: from.log}
+		waitFor(t, "heartbeat relay between every scheduler", func() bool {
+			bus.publish(api.Heartbeat{Name: probe, URL: "http://127.0.0.1:9"})
+			time.Sleep(50 * time.Millisecond)
+			for _, ts := range out {
+				if _, ok := ts.agentGen(probe); !ok {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	time.Sleep(100 * time.Millisecond) // probes still in flight land
+	for _, ts := range out {
+		ts.mu.Lock()
+		for i := range out {
+			delete(ts.agents, fmt.Sprintf("probe-%d", i))
+		}
+		ts.mu.Unlock()
 	}
 	return out
 }
@@ -225,5 +253,31 @@ func TestJetStreamMetrics(t *testing.T) {
 	}
 	if !strings.Contains(body, `amber_jetstream_stream_bytes{stream="AMBER_TEST"} `) {
 		t.Errorf("metrics lack the stream's bytes:\n%s", body)
+	}
+}
+
+// Warmth (idle instances between two heartbeats) is billed by the
+// scheduler the agent sent its heartbeats to, not again by every scheduler
+// that hears them relayed.
+func TestRelayedHeartbeatsBillNoWarmth(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test: skipped in -short")
+	}
+	ss := startSchedulers(t, 3)
+	idle := []api.Instance{{ID: "i1", Function: "hello", Version: 1, State: api.StateIdle, MemoryMB: 128}}
+	for range 2 {
+		heartbeatTo(t, ss[0], api.Heartbeat{Name: "a1", URL: "http://127.0.0.1:9", CapacityMB: 1024, Instances: idle})
+		ss[0].clock.Advance(5 * time.Second) // the clock all three share
+	}
+	heartbeatTo(t, ss[0], api.Heartbeat{Name: "a1", URL: "http://127.0.0.1:9", CapacityMB: 1024, Instances: idle})
+	waitFor(t, "the third heartbeat relayed", func() bool { g, _ := ss[1].agentGen("a1"); return g >= 3 })
+	waitFor(t, "the third heartbeat relayed", func() bool { g, _ := ss[2].agentGen("a1"); return g >= 3 })
+	if w := ss[0].ledger.takeWarmth()["hello"]; w == nil || w.seconds != 10 {
+		t.Fatalf("the receiving scheduler's warmth %+v, want 10 s", w)
+	}
+	for i, ts := range ss[1:] {
+		if w := ts.ledger.takeWarmth(); len(w) != 0 {
+			t.Errorf("scheduler %d billed relayed warmth: %+v", i+2, w["hello"])
+		}
 	}
 }

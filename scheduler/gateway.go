@@ -102,15 +102,15 @@ func (s *Scheduler) recordQueue(name string, waited time.Duration, throttled boo
 }
 
 // recordIdleLocked adds warmth: the idle instances an agent reported, for
-// the time since its previous heartbeat.
-func (s *Scheduler) recordIdleLocked(instances []api.Instance, since time.Duration) {
+// the time since its previous heartbeat; bill puts it in the ledger too.
+func (s *Scheduler) recordIdleLocked(instances []api.Instance, since time.Duration, bill bool) {
 	if since <= 0 || since > time.Minute {
 		return
 	}
 	for _, in := range instances {
 		if in.State == api.StateIdle {
 			s.statsLocked(in.Function).IdleInstanceSeconds += since.Seconds()
-			if s.ledger != nil {
+			if bill && s.ledger != nil {
 				s.ledger.addIdle(in.Function, in.MemoryMB, since)
 			}
 		}

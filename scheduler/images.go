@@ -66,8 +66,6 @@ import (
 // folder moved to another JetStream.
 const imagesBucket = "AMBER_IMAGES"
 
-// jsErrCodeNoPeers is JetStream's "no suitable peers for placement".
-const jsErrCodeNoPeers jetstream.ErrorCode = 10005
 
 // imageChunkMax is the largest chunk of an archive in the object store.
 const imageChunkMax = 1 << 20
@@ -107,28 +105,11 @@ func openImageStore(ctx context.Context, eng *engine.Engine, dir string, maxByte
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	var obs jetstream.ObjectStore
-	for {
-		var err error
-		obs, err = eng.JS.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-			Bucket:      imagesBucket,
-			Description: "amber's uploaded OCI image archives, named by digest",
-			Storage:     jetstream.FileStorage,
-			Replicas:    eng.Replicas(),
-		})
-		if err == nil {
-			break
-		}
-		// A cluster that just started may not see enough current peers
-		// for the replicas yet: ask again until ctx ends.
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeNoPeers && ctx.Err() == nil {
-			select {
-			case <-time.After(250 * time.Millisecond):
-				continue
-			case <-ctx.Done():
-			}
-		}
+	obs, err := eng.ObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      imagesBucket,
+		Description: "amber's uploaded OCI image archives, named by digest",
+	})
+	if err != nil {
 		return nil, imageStoreErr(fmt.Sprintf("bucket %s", imagesBucket), err)
 	}
 	chunk := uint32(imageChunkMax)

@@ -66,7 +66,16 @@ func validateHeartbeat(hb *api.Heartbeat) error {
 }
 
 // heartbeat records an agent's heartbeat, registering it on the first one.
-func (s *Scheduler) heartbeat(hb api.Heartbeat) error {
+// The scheduler the agent sent it to bills the warmth it reports (idle
+// instances since the previous heartbeat); one relayed from another
+// scheduler (heartbeatRelayed) updates membership only, so warmth goes to
+// the shared ledger once.
+func (s *Scheduler) heartbeat(hb api.Heartbeat) error { return s.applyHeartbeat(hb, true) }
+
+// heartbeatRelayed applies a heartbeat another scheduler received.
+func (s *Scheduler) heartbeatRelayed(hb api.Heartbeat) error { return s.applyHeartbeat(hb, false) }
+
+func (s *Scheduler) applyHeartbeat(hb api.Heartbeat, direct bool) error {
 	if err := validateHeartbeat(&hb); err != nil {
 		return err
 	}
@@ -93,7 +102,7 @@ func (s *Scheduler) heartbeat(hb api.Heartbeat) error {
 		s.log.Info("agent back", "agent", hb.Name, "was", string(st))
 	}
 	if ok {
-		s.recordIdleLocked(e.hb.Instances, s.now().Sub(e.lastSeen))
+		s.recordIdleLocked(e.hb.Instances, s.now().Sub(e.lastSeen), direct)
 	}
 	e.hb = hb
 	e.lastSeen = s.now()

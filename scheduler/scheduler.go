@@ -293,7 +293,7 @@ func New(opts ...Option) (*Scheduler, error) {
 		reg.close()
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
-	if s.hbBus, err = startHeartbeatBus(eng.Conn, s.id, s.heartbeat, s.log); err != nil {
+	if s.hbBus, err = startHeartbeatBus(eng.Conn, s.id, s.heartbeatRelayed, s.log); err != nil {
 		s.stopBackground()
 		ml.close()
 		reg.close()

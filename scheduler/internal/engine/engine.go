@@ -334,6 +334,25 @@ func (e *Engine) Stream(ctx context.Context, cfg jetstream.StreamConfig) (jetstr
 	return st, nil
 }
 
+// ObjectStore creates (or updates) an object store bucket with this
+// engine's replicas and file storage.
+func (e *Engine) ObjectStore(ctx context.Context, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
+	cfg.Replicas = e.replicas
+	cfg.Storage = jetstream.FileStorage
+	var obs jetstream.ObjectStore
+	err := retrySetup(ctx, func(ctx context.Context) (err error) {
+		obs, err = e.JS.CreateOrUpdateObjectStore(ctx, cfg)
+		return err
+	})
+	if err != nil {
+		return nil, Wrap(fmt.Errorf("object store %s: %w", cfg.Bucket, err))
+	}
+	if err := e.waitLeader(ctx, "OBJ_"+cfg.Bucket); err != nil {
+		return nil, err
+	}
+	return obs, nil
+}
+
 // Consumer creates (or updates) a durable consumer of stream and, in a
 // cluster, waits until it has elected its leader.
 func (e *Engine) Consumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
