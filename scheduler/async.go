@@ -994,4 +994,3 @@ func (s *Scheduler) importAsyncBolt(ctx context.Context, db *bolt.DB) error {
 	s.log.Info("imported from bbolt", "part", "async", "file", db.Path(), "events", len(events), "dead_letters", len(dead), "skipped", skipped)
 	return nil
 }
-

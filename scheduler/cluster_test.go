@@ -12,8 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -110,7 +110,6 @@ func startSchedulers(t *testing.T, n int) []*testScheduler {
 	}
 	return out
 }
-
 
 func (ts *testScheduler) agentGen(name string) (uint64, bool) {
 	ts.mu.Lock()

@@ -394,7 +394,6 @@ func eventIDFor(msgID string) string {
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
 
-
 func (s *Scheduler) cronRun() {
 	defer close(s.cron.done)
 	t := time.NewTicker(s.bgCfg.cronTick)

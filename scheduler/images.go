@@ -66,7 +66,6 @@ import (
 // folder moved to another JetStream.
 const imagesBucket = "AMBER_IMAGES"
 
-
 // imageChunkMax is the largest chunk of an archive in the object store.
 const imageChunkMax = 1 << 20
 

@@ -48,7 +48,6 @@ func ledgerTotals(t *testing.T, s *Scheduler) (map[string]api.Usage, api.Usage) 
 	return per, b.Totals
 }
 
-
 // ledgerScheduler starts a scheduler on dir, closed when the test ends.
 func ledgerScheduler(t *testing.T, dir string, opts ...Option) *Scheduler {
 	t.Helper()

@@ -350,6 +350,32 @@ func (e *Engine) ObjectStore(ctx context.Context, cfg jetstream.ObjectStoreConfi
 	if err := e.waitLeader(ctx, "OBJ_"+cfg.Bucket); err != nil {
 		return nil, err
 	}
+	// An object written through one scheduler must be found through any
+	// other at once: direct gets may be answered by a replica that has not
+	// applied the write yet (seen with nats-server 2.9), so lookups go to
+	// the stream's leader.
+	if e.replicas > 1 {
+		name := "OBJ_" + cfg.Bucket
+		err := retrySetup(ctx, func(ctx context.Context) error {
+			st, err := e.JS.Stream(ctx, name)
+			if err != nil {
+				return err
+			}
+			sc := st.CachedInfo().Config
+			if !sc.AllowDirect {
+				return nil
+			}
+			sc.AllowDirect = false
+			_, err = e.JS.UpdateStream(ctx, sc)
+			return err
+		})
+		if err == nil {
+			obs, err = e.JS.ObjectStore(ctx, cfg.Bucket)
+		}
+		if err != nil {
+			return nil, Wrap(fmt.Errorf("object store %s: %w", cfg.Bucket, err))
+		}
+	}
 	return obs, nil
 }
 
