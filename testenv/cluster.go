@@ -16,6 +16,9 @@ type (
 	Cluster       = localcluster.Cluster
 	ClusterConfig = localcluster.ClusterConfig
 	Containerd    = localcluster.Containerd
+	// SchedulerProcess is one `amber scheduler` process of a cluster with
+	// several schedulers.
+	SchedulerProcess = localcluster.SchedulerProcess
 )
 
 // AWSProfile is the profile in Cluster.AWSCredentialsFile.

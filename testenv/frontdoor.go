@@ -40,9 +40,11 @@ type HAProxy struct {
 func (h *HAProxy) URL() string { return "http://" + h.Addr }
 
 // haproxyConfig is a minimal front door for schedulers: round robin,
-// health checks on /healthz every 500 ms, a failed connection retried on
-// another backend (retries + option redispatch), and timeouts long enough
-// for a slow function.
+// health checks on /healthz every 500 ms, a connection that could not be
+// made retried on another backend (retries + option redispatch; nothing
+// that reached a scheduler is sent twice: an invocation would run twice),
+// and a server timeout (20 s) above the test functions' timeouts, so a call
+// caught on a scheduler that stopped answering gets the balancer's 504.
 func haproxyConfig(listen string, backends []string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `global
@@ -51,10 +53,10 @@ defaults
   mode http
   timeout connect 2s
   timeout client 120s
-  timeout server 120s
+  timeout server 20s
   retries 3
   option redispatch
-  retry-on conn-failure empty-response response-timeout
+  retry-on conn-failure
 frontend amber
   bind %s
   default_backend schedulers

@@ -86,6 +86,10 @@ type load struct {
 	failedID map[string]bool // request ids named by platform errors
 	events   map[string]bool // acknowledged async event ids
 	hangs    []string
+	// lbTimeouts counts sync calls a load balancer in front answered with
+	// 504 (its server timeout): the function may have run, and its ledger
+	// record then matches no answer the client got.
+	lbTimeouts int
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -241,6 +245,9 @@ func (l *load) classify(pt *phaseTally, ctx context.Context, err error, what str
 		return
 	case errors.As(err, &se):
 		pt.platform++
+		if se.Status == http.StatusGatewayTimeout && strings.Contains(se.Message, "Gateway Time-out") {
+			l.lbTimeouts++
+		}
 		if m := reqRE.FindStringSubmatch(se.Message); m != nil {
 			l.failedID[m[1]] = true
 		}
@@ -375,10 +382,19 @@ func (l *load) checkAccounts(t *testing.T, since time.Time, pendingWait time.Dur
 	if len(missing) > 0 {
 		t.Errorf("%d invocations the client got an answer for have no ledger record: %v", len(missing), first(missing, 10))
 	}
-	if len(extra) > 0 {
+	ran := 0 // records of calls that ran but whose answer the client did not get
+	for _, e := range extra {
+		if strings.HasSuffix(e, "not an answer the client got)") {
+			ran++
+		}
+	}
+	switch {
+	case len(extra) > 0 && len(extra) == ran && ran <= l.lbTimeouts:
+		t.Logf("%d ledger records of calls that ran while the load balancer gave the client its 504 (%d such 504s): %v", ran, l.lbTimeouts, first(extra, 10))
+	case len(extra) > 0:
 		t.Errorf("%d ledger records match no client answer: %v", len(extra), first(extra, 10))
 	}
-	if len(inLedger) != tot.ok+tot.fnErr {
+	if len(inLedger) != tot.ok+tot.fnErr+ran && len(inLedger) != tot.ok+tot.fnErr {
 		t.Errorf("ledger holds %d answered sync records, the clients counted %d successes + function errors", len(inLedger), tot.ok+tot.fnErr)
 	}
 

@@ -195,3 +195,165 @@ func TestSeveralSchedulers(t *testing.T) {
 		}
 	}
 }
+
+// TestControlPlaneFaults: six clients invoke (sync and async) through
+// HAProxy in front of three schedulers while, one after another: a
+// scheduler is SIGKILLed and brought back; the NATS meta leader's
+// scheduler is SIGKILLed and brought back; all three are restarted one at a
+// time; one is stopped (SIGSTOP) for 30 s and let go. A cron schedule
+// fires all along. Afterwards every 202 event was delivered at least once
+// or dead-lettered, every answered invocation is in the ledger exactly
+// once, each cron tick fired once, and the functions and pools are all
+// there. During the faults a call fails only with an HTTP error that names
+// the problem.
+func TestControlPlaneFaults(t *testing.T) {
+	testenv.Require(t, testenv.CheckContainerd())
+	if testing.Short() {
+		t.Skip("control plane faults: skipped in -short")
+	}
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "amber-cpf-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	initBin, err := testenv.BuildInit(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	amber, err := testenv.BuildAmber(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	helloTar, err := testenv.BuildExample(ctx, "hello", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testenv.BuildExample(ctx, "shell", dir); err != nil { // stages dir/stage-shell
+		t.Fatal(err)
+	}
+	cl, err := testenv.StartCluster(ctx, testenv.ClusterConfig{Dir: filepath.Join(dir, "cluster"), Agents: 2, InitBin: initBin,
+		Schedulers: 3, SchedulerBin: amber})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cl.Stop()
+		if !t.Failed() {
+			os.RemoveAll(dir)
+		}
+	})
+	var backends []string
+	for _, p := range cl.Schedulers {
+		backends = append(backends, strings.TrimPrefix(p.URL, "http://"))
+	}
+	lb := testenv.StartHAProxy(t, backends)
+	c := cl.Client() // every scheduler's URL: the next one on a refused connection
+	fns := deployLoadFns(t, c, "cp", helloTar, dir)
+	two, keep := 2, api.Duration(time.Minute)
+	if _, err := c.SetPool(ctx, fns.slow, api.PoolChange{MinWarm: &two, KeepAlive: &keep}); err != nil {
+		t.Fatal(err)
+	}
+	sc, err := c.SetSchedule(ctx, fns.hello, "rate(1 minute)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	since := time.Now()
+	l := newLoad(lb.URL(), cl.Token, fns)
+	l.setPhase("before")
+	l.start(6)
+	t.Cleanup(l.halt)
+	time.Sleep(4 * time.Second)
+
+	byName := func(name string) *testenv.SchedulerProcess {
+		for _, p := range cl.Schedulers {
+			if p.Name == name {
+				return p
+			}
+		}
+		return nil
+	}
+	killAndBack := func(phase string, p *testenv.SchedulerProcess) {
+		l.setPhase(phase)
+		killed := time.Now()
+		p.Kill()
+		time.Sleep(5 * time.Second)
+		if err := p.Restart(ctx); err != nil {
+			t.Fatalf("%s: %v", phase, err)
+		}
+		t.Logf("%s: %s killed and back serving after %s", phase, p.Name, time.Since(killed).Round(time.Millisecond))
+	}
+	killAndBack("kill", cl.Schedulers[0])
+	time.Sleep(3 * time.Second)
+
+	cp, err := c.ControlPlane(ctx)
+	if err != nil || cp.MetaLeader == "" || byName(cp.MetaLeader) == nil {
+		t.Fatalf("meta leader: %+v %v", cp, err)
+	}
+	killAndBack("kill-meta-leader", byName(cp.MetaLeader))
+	time.Sleep(3 * time.Second)
+
+	l.setPhase("rolling-restart")
+	for _, p := range cl.Schedulers {
+		p.Stop(30 * time.Second)
+		if err := p.Restart(ctx); err != nil {
+			t.Fatalf("rolling restart: %v", err)
+		}
+		time.Sleep(2 * time.Second)
+	}
+
+	l.setPhase("cut-off")
+	cut := cl.Schedulers[1]
+	if err := cut.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(30 * time.Second)
+	if err := cut.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	l.setPhase("after")
+	time.Sleep(8 * time.Second)
+	l.halt()
+	l.report(t)
+	l.checkAccounts(t, since, 90*time.Second)
+	// A paused scheduler's connections hang rather than fail: HAProxy's
+	// health check takes it out, calls already sent to it wait for it.
+	checkPhases(t, l, true, "before", "after")
+
+	// Nothing lost: functions, versions and pool settings.
+	for _, fn := range fns.sync() {
+		f, err := c.Function(ctx, fn)
+		if err != nil || f.Version != 1 {
+			t.Errorf("function %s after the faults: %+v %v", fn, f, err)
+		}
+	}
+	if p, err := c.Pool(ctx, fns.slow); err != nil || p.MinWarm != 2 {
+		t.Errorf("pool of %s after the faults: %+v %v", fns.slow, p, err)
+	}
+	// Each cron tick fired once: the schedule counted one fire per minute
+	// since it was set, and the ledger holds a delivery for each.
+	all, err := c.Schedules(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got api.Schedule
+	for _, s := range all {
+		if s.Function == fns.hello {
+			got = s
+		}
+	}
+	want := int64(got.LastFiredAt.Sub(sc.CreatedAt) / time.Minute)
+	recs, err := c.Ledger(ctx, fns.hello, since, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fired int64
+	for _, r := range recs {
+		if r.Source == "schedule" && !r.Error {
+			fired++
+		}
+	}
+	t.Logf("cron: %d fires counted for %d minutes, %d scheduled deliveries in the ledger", got.Fired, want, fired)
+	if got.Fired != want || want < 1 || fired < got.Fired {
+		t.Errorf("cron: %d fires counted, %d minutes elapsed to the last fire, %d scheduled deliveries; want one fire a minute, each delivered", got.Fired, want, fired)
+	}
+}

@@ -27,8 +27,47 @@ type SchedulerProcess struct {
 	Cluster string // its NATS cluster address (loopback)
 	Log     string // where its output goes, DIR/scheduler-N/scheduler.log
 	Args    []string
+	bin     string
+	token   string
 	cmd     *exec.Cmd
 	done    chan error
+}
+
+// Kill ends the process with SIGKILL, as a crash would, and waits for it.
+func (p *SchedulerProcess) Kill() { p.signalWait(syscall.SIGKILL) }
+
+// Stop ends the process with SIGTERM (SIGKILL after grace).
+func (p *SchedulerProcess) Stop(grace time.Duration) { p.stop(grace) }
+
+// Pause stops the process (SIGSTOP): it holds its connections but answers
+// nothing, as a machine cut off the network would; Resume lets it go on.
+func (p *SchedulerProcess) Pause() error  { return p.cmd.Process.Signal(syscall.SIGSTOP) }
+func (p *SchedulerProcess) Resume() error { return p.cmd.Process.Signal(syscall.SIGCONT) }
+
+// Restart starts the process again on its data folder, with the same
+// flags, and waits until it serves.
+func (p *SchedulerProcess) Restart(ctx context.Context) error {
+	select {
+	case err := <-p.done:
+		p.done <- err
+	default:
+		return fmt.Errorf("cluster: %s is still running", p.Name)
+	}
+	if err := p.start(p.bin, p.token); err != nil {
+		return fmt.Errorf("cluster: restart %s: %w", p.Name, err)
+	}
+	return p.waitHealthy(ctx, 60*time.Second)
+}
+
+func (p *SchedulerProcess) signalWait(sig syscall.Signal) {
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(sig)
+	p.done <- <-p.done
 }
 
 // Pid is the process id.
@@ -109,6 +148,7 @@ func (c *Cluster) startSchedulerProcesses(ctx context.Context, cfg ClusterConfig
 }
 
 func (p *SchedulerProcess) start(bin, token string) error {
+	p.bin, p.token = bin, token
 	logf, err := os.OpenFile(p.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
