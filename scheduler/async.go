@@ -352,8 +352,25 @@ func (s *Scheduler) enqueue(fn *api.Function, payload []byte) (eventID string, e
 	ev := s.newEvent(fn, payload, sourceEvent)
 	ctx, cancel := context.WithTimeout(context.Background(), asyncOpTimeout)
 	defer cancel()
-	if _, err := s.publishEvent(ctx, ev, ""); err != nil {
-		return "", fmt.Errorf("enqueue event for %q: %w", fn.Name, err)
+	// A stream whose leader just went (a scheduler's node died) answers
+	// nothing until a new one is elected, a few seconds: publish again
+	// under the event's id, which the stream's duplicate window makes
+	// safe, before refusing the event with 503.
+	for {
+		pctx, pcancel := context.WithTimeout(ctx, time.Second)
+		_, err := s.publishEvent(pctx, ev, "event/"+ev.ID)
+		pcancel()
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrStoreUnavailable) || ctx.Err() != nil {
+			return "", fmt.Errorf("enqueue event for %q: %w", fn.Name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("enqueue event for %q: %w", fn.Name, err)
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 	s.log.Debug("event queued", "function", fn.Name, "version", fn.Version, "event_id", ev.ID)
 	return ev.ID, nil

@@ -262,7 +262,7 @@ func TestControlPlaneFaults(t *testing.T) {
 	l.setPhase("before")
 	l.start(6)
 	t.Cleanup(l.halt)
-	time.Sleep(4 * time.Second)
+	waitUntil(t, 60*time.Second, "invocations answered before the faults", func() bool { return l.tally("before").ok >= 20 })
 
 	byName := func(name string) *testenv.SchedulerProcess {
 		for _, p := range cl.Schedulers {
