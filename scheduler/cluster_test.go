@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -20,16 +19,6 @@ import (
 	"github.com/amberfn/amber/api"
 )
 
-func freeLoopback(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // startSchedulers starts n schedulers whose embedded NATS nodes join one
 // cluster (each lists the others as peers), each behind its own HTTP
 // server, on one fake clock.
@@ -38,7 +27,7 @@ func startSchedulers(t *testing.T, n int) []*testScheduler {
 	clock := newFakeClock()
 	routes := make([]string, n)
 	for i := range routes {
-		routes[i] = freeLoopback(t)
+		routes[i] = freeAddr(t)
 	}
 	out := make([]*testScheduler, n)
 	errs := make([]error, n)

@@ -14,18 +14,17 @@ import (
 	"github.com/amberfn/amber/testenv"
 )
 
-// TestSeveralSchedulers: `amber up --schedulers 3` brings up three
-// scheduler processes joined as one control plane, with HAProxy (Debian's)
-// in front. Clients invoke through HAProxy while one scheduler is SIGKILLed:
-// the agent moves to another scheduler, invocations keep being answered,
-// and every answered invocation is in the ledger exactly once.
-func TestSeveralSchedulers(t *testing.T) {
+// threeSchedulers starts a local cluster of three `amber scheduler`
+// processes and agents, in a folder named with prefix that also holds
+// hello.tar (examples/hello); it is stopped when the test ends.
+func threeSchedulers(t *testing.T, prefix string, agents int) (*testenv.Cluster, string) {
+	t.Helper()
 	testenv.Require(t, testenv.CheckContainerd())
 	if testing.Short() {
 		t.Skip("several scheduler processes: skipped in -short")
 	}
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "amber-multi-")
+	dir, err := os.MkdirTemp("", prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,11 +36,10 @@ func TestSeveralSchedulers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hello, err := testenv.BuildExample(ctx, "hello", dir)
-	if err != nil {
+	if _, err := testenv.BuildExample(ctx, "hello", dir); err != nil {
 		t.Fatal(err)
 	}
-	cl, err := testenv.StartCluster(ctx, testenv.ClusterConfig{Dir: filepath.Join(dir, "cluster"), Agents: 1, InitBin: initBin,
+	cl, err := testenv.StartCluster(ctx, testenv.ClusterConfig{Dir: filepath.Join(dir, "cluster"), Agents: agents, InitBin: initBin,
 		Schedulers: 3, SchedulerBin: amber})
 	if err != nil {
 		t.Fatal(err)
@@ -52,6 +50,18 @@ func TestSeveralSchedulers(t *testing.T) {
 			os.RemoveAll(dir)
 		}
 	})
+	return cl, dir
+}
+
+// TestSeveralSchedulers: `amber up --schedulers 3` brings up three
+// scheduler processes joined as one control plane, with HAProxy (Debian's)
+// in front. Clients invoke through HAProxy while one scheduler is SIGKILLed:
+// the agent moves to another scheduler, invocations keep being answered,
+// and every answered invocation is in the ledger exactly once.
+func TestSeveralSchedulers(t *testing.T) {
+	ctx := context.Background()
+	cl, dir := threeSchedulers(t, "amber-multi-", 1)
+	hello := filepath.Join(dir, "hello.tar")
 	env, err := os.ReadFile(cl.EnvFile())
 	if err != nil {
 		t.Fatal(err)
@@ -207,41 +217,12 @@ func TestSeveralSchedulers(t *testing.T) {
 // there. During the faults a call fails only with an HTTP error that names
 // the problem.
 func TestControlPlaneFaults(t *testing.T) {
-	testenv.Require(t, testenv.CheckContainerd())
-	if testing.Short() {
-		t.Skip("control plane faults: skipped in -short")
-	}
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "amber-cpf-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	initBin, err := testenv.BuildInit(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	amber, err := testenv.BuildAmber(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	helloTar, err := testenv.BuildExample(ctx, "hello", dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cl, dir := threeSchedulers(t, "amber-cpf-", 2)
+	helloTar := filepath.Join(dir, "hello.tar")
 	if _, err := testenv.BuildExample(ctx, "shell", dir); err != nil { // stages dir/stage-shell
 		t.Fatal(err)
 	}
-	cl, err := testenv.StartCluster(ctx, testenv.ClusterConfig{Dir: filepath.Join(dir, "cluster"), Agents: 2, InitBin: initBin,
-		Schedulers: 3, SchedulerBin: amber})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cl.Stop()
-		if !t.Failed() {
-			os.RemoveAll(dir)
-		}
-	})
 	var backends []string
 	for _, p := range cl.Schedulers {
 		backends = append(backends, strings.TrimPrefix(p.URL, "http://"))
