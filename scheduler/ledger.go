@@ -97,12 +97,17 @@ import (
 // small value per function per hour), so bills over any range stay exact;
 // only the per-invocation listing (GET /v1/ledger) forgets.
 const (
-	ledgerStreamName  = "AMBER_LEDGER"
-	usageBucket       = "AMBER_USAGE"
-	ledgerConsumer    = "usage"
-	ledgerRecordPfx   = "amber.ledger."
-	ledgerWarmthPfx   = "amber.warmth."
-	ledgerAckTimeout  = 3 * time.Second
+	ledgerStreamName = "AMBER_LEDGER"
+	usageBucket      = "AMBER_USAGE"
+	ledgerConsumer   = "usage"
+	ledgerRecordPfx  = "amber.ledger."
+	ledgerWarmthPfx  = "amber.warmth."
+	// ledgerAckTimeout bounds how long an invocation's answer waits for
+	// its record's acknowledgement. When a node holding the stream's
+	// leader dies, JetStream elects another in a few seconds: 1 s keeps
+	// invocations answered meanwhile (their records wait in memory), where
+	// 3 s made the first answer after a SIGKILL take 3.5 s.
+	ledgerAckTimeout  = time.Second
 	ledgerMaxPending  = 100_000
 	ledgerSumBatch    = 512
 	ledgerSumGather   = 20 * time.Millisecond
