@@ -126,6 +126,12 @@ func WithJoinToken(tok string) Option { return func(s *Scheduler) { s.joinToken 
 // external NATS (URL).
 type NATSConfig = engine.Config
 
+// When an embedded node fsyncs JetStream (NATSConfig.Fsync).
+const (
+	FsyncAlways   = engine.FsyncAlways
+	FsyncInterval = engine.FsyncInterval
+)
+
 // WithNATS sets where the engine runs (default: one embedded node under
 // DATA/nats on a free loopback port).
 func WithNATS(c NATSConfig) Option { return func(s *Scheduler) { s.natsCfg = c } }

@@ -17,8 +17,8 @@ import (
 // an embedded node (the default), embedded and joined with the other
 // schedulers' nodes, or an external NATS.
 type natsFlags struct {
-	listen, clusterListen, peers, name *string
-	url, creds, ca, cert, key          *string
+	listen, clusterListen, peers, name, fsync *string
+	url, creds, ca, cert, key                 *string
 }
 
 func addNATSFlags(fs *flag.FlagSet) natsFlags {
@@ -27,6 +27,7 @@ func addNATSFlags(fs *flag.FlagSet) natsFlags {
 		clusterListen: fs.String("cluster-listen", "", "cluster address of the embedded NATS node, host:port; with --cluster-peers joins the other schedulers"),
 		peers:         fs.String("cluster-peers", "", "the other schedulers' --cluster-listen addresses, host:port,… (3 schedulers: replicas 3)"),
 		name:          fs.String("nats-name", "", "the embedded node's server name, unique in the cluster (default: host name and data folder)"),
+		fsync:         fs.String("nats-fsync", "", "when the embedded node fsyncs JetStream: always (every write) or interval (NATS's two minutes); default always alone, interval with --cluster-peers (a quorum of machines holds each write)"),
 		url:           fs.String("nats", "", "use an external NATS instead of the embedded node: nats://host:4222[,nats://…]"),
 		creds:         fs.String("nats-creds", "", "credentials file (.creds) for --nats"),
 		ca:            fs.String("nats-ca", "", "CA bundle (PEM) that signs --nats servers' certificates"),
@@ -40,7 +41,7 @@ func addNATSFlags(fs *flag.FlagSet) natsFlags {
 func (f natsFlags) config() (scheduler.NATSConfig, error) {
 	cfg := scheduler.NATSConfig{}
 	if *f.url != "" {
-		for _, fv := range [][2]string{{"nats-listen", *f.listen}, {"cluster-listen", *f.clusterListen}, {"cluster-peers", *f.peers}, {"nats-name", *f.name}} {
+		for _, fv := range [][2]string{{"nats-listen", *f.listen}, {"cluster-listen", *f.clusterListen}, {"cluster-peers", *f.peers}, {"nats-name", *f.name}, {"nats-fsync", *f.fsync}} {
 			if flagName, v := fv[0], fv[1]; v != "" {
 				return cfg, fmt.Errorf("--%s configures the embedded NATS node; it cannot be combined with --nats (an external NATS)", flagName)
 			}
@@ -99,7 +100,10 @@ func (f natsFlags) config() (scheduler.NATSConfig, error) {
 	if *f.name != "" && strings.ContainsAny(*f.name, " \t\n.*>") {
 		return cfg, fmt.Errorf("--nats-name %q: no spaces, dots, * or >", *f.name)
 	}
-	cfg.Listen, cfg.ClusterListen, cfg.Peers, cfg.Name = *f.listen, *f.clusterListen, peers, *f.name
+	if v := *f.fsync; v != "" && v != scheduler.FsyncAlways && v != scheduler.FsyncInterval {
+		return cfg, fmt.Errorf("--nats-fsync %q: want %s or %s", v, scheduler.FsyncAlways, scheduler.FsyncInterval)
+	}
+	cfg.Listen, cfg.ClusterListen, cfg.Peers, cfg.Name, cfg.Fsync = *f.listen, *f.clusterListen, peers, *f.name, *f.fsync
 	return cfg, nil
 }
 

@@ -37,6 +37,9 @@ func TestNATSFlags(t *testing.T) {
 		{name: "missing creds file", args: []string{"--nats", "nats://a:4222", "--nats-creds", creds + ".gone"}, wantErr: "--nats-creds: stat"},
 		{name: "cert without key", args: []string{"--nats", "nats://a:4222", "--nats-cert", creds}, wantErr: "--nats-cert and --nats-key go together"},
 		{name: "bad name", args: []string{"--nats-name", "a.b"}, wantErr: "--nats-name \"a.b\""},
+		{name: "fsync always in a cluster", args: []string{"--cluster-listen", "10.0.0.1:6222", "--cluster-peers", "10.0.0.2:6222,10.0.0.3:6222", "--nats-fsync", "always"}, wantPeers: 2},
+		{name: "bad fsync", args: []string{"--nats-fsync", "sometimes"}, wantErr: "--nats-fsync \"sometimes\": want always or interval"},
+		{name: "external with fsync", args: []string{"--nats", "nats://a:4222", "--nats-fsync", "always"}, wantErr: "--nats-fsync configures the embedded"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
