@@ -406,18 +406,15 @@ func (e *Engine) Consumer(ctx context.Context, stream string, cfg jetstream.Cons
 	if err != nil {
 		return nil, Wrap(fmt.Errorf("consumer %s of %s: %w", cfg.Durable, stream, err))
 	}
-	for e.replicas > 1 {
-		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		info, err := c.Info(actx)
-		cancel()
-		if err == nil && (info.Cluster == nil || info.Cluster.Leader != "") {
-			break
+	err = e.waitElected(ctx, fmt.Sprintf("consumer %s of %s", cfg.Durable, stream), func(ctx context.Context) (*jetstream.ClusterInfo, error) {
+		info, err := c.Info(ctx)
+		if err != nil {
+			return nil, err
 		}
-		select {
-		case <-ctx.Done():
-			return nil, Wrap(fmt.Errorf("consumer %s of %s: no leader elected: %w", cfg.Durable, stream, ErrUnavailable))
-		case <-time.After(100 * time.Millisecond):
-		}
+		return info.Cluster, nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -426,18 +423,30 @@ func (e *Engine) Consumer(ctx context.Context, stream string, cfg jetstream.Cons
 // cluster, the first reads and writes after creating it would otherwise
 // find no responder.
 func (e *Engine) waitLeader(ctx context.Context, stream string) error {
+	return e.waitElected(ctx, "stream "+stream, func(ctx context.Context) (*jetstream.ClusterInfo, error) {
+		st, err := e.JS.Stream(ctx, stream)
+		if err != nil {
+			return nil, err
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return info.Cluster, nil
+	})
+}
+
+// waitElected asks cluster (a stream's or consumer's) until it names a
+// leader, in a cluster; a lone node has nothing to wait for.
+func (e *Engine) waitElected(ctx context.Context, what string, cluster func(context.Context) (*jetstream.ClusterInfo, error)) error {
 	if e.replicas <= 1 {
 		return nil
 	}
 	for {
 		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		st, err := e.JS.Stream(actx, stream)
-		var info *jetstream.StreamInfo
-		if err == nil {
-			info, err = st.Info(actx)
-		}
+		ci, err := cluster(actx)
 		cancel()
-		if err == nil && (info.Cluster == nil || info.Cluster.Leader != "") {
+		if err == nil && (ci == nil || ci.Leader != "") {
 			return nil
 		}
 		select {
@@ -445,7 +454,7 @@ func (e *Engine) waitLeader(ctx context.Context, stream string) error {
 			if err == nil {
 				err = errors.New("no leader elected")
 			}
-			return Wrap(fmt.Errorf("stream %s: %w (%w)", stream, err, ErrUnavailable))
+			return Wrap(fmt.Errorf("%s: %w (%w)", what, err, ErrUnavailable))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
